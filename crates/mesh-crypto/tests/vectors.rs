@@ -1,0 +1,11 @@
+//! The committed libsodium-compatible test vectors hold for this implementation.
+
+#![cfg(not(target_arch = "wasm32"))]
+
+mod common;
+
+#[test]
+fn committed_vectors_hold() {
+    let n = common::check_all();
+    assert!(n >= 20, "only {n} vectors checked");
+}
