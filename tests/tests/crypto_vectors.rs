@@ -5,6 +5,8 @@
 //! After an intentional format change: `MESH_BLESS_VECTORS=1 cargo test -p mesh-tests --test
 //! crypto_vectors` rewrites the file (then bump the format version and say so in PROTOCOL.md).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failure
+
 use mesh_crypto::envelope::{self, seal_deterministic};
 use mesh_crypto::hash::{blake2b_256, domain_hash};
 use mesh_crypto::{Error, Identity, Signed, SignedPayload, UnixMillis, safety_number};
@@ -94,6 +96,21 @@ fn generate() -> Value {
         })
         .collect();
 
+    json!({
+        "version": 1,
+        "description": "mesh-crypto v1 test vectors; see docs/PROTOCOL.md. Identities are referred to by index.",
+        "identities": identities,
+        "hashes": hashes,
+        "domain_hashes": domain_hashes,
+        "signatures": signatures,
+        "safety_numbers": safety_numbers,
+        "envelopes": envelopes(&ids),
+        "signed_records": signed_records(&ids),
+        "invalid_envelopes": invalid_envelopes(&ids),
+    })
+}
+
+fn envelopes(ids: &[Identity]) -> Vec<Value> {
     let env_cases: [(usize, usize, &[u8], Vec<u8>); 4] = [
         (0, 1, b"mesh/message", b"hello bob".to_vec()),
         (1, 0, b"mesh/message", Vec::new()),
@@ -114,9 +131,12 @@ fn generate() -> Value {
             "ephemeral_secret": hex(&eph), "nonce": hex(&nonce), "id": id.to_hex(), "envelope": hex(&env),
         }));
     }
+    envelopes
+}
 
+fn signed_records(ids: &[Identity]) -> Vec<Value> {
     let t0 = 1_700_000_000_000u64;
-    let signed_records: Vec<Value> = [(0usize, b"dht record".to_vec(), u64::MAX), (2, Vec::new(), t0 + 86_400_000)]
+    [(0usize, b"dht record".to_vec(), u64::MAX), (2, Vec::new(), t0 + 86_400_000)]
         .into_iter()
         .map(|(a, payload, expires)| {
             let rec = Signed::sign(&ids[a], VectorNote(payload.clone()), UnixMillis(t0), UnixMillis(expires)).unwrap();
@@ -125,9 +145,11 @@ fn generate() -> Value {
                 "created_at": t0, "expires_at": expires, "id": rec.id().to_hex(), "bytes": hex(rec.as_bytes()),
             })
         })
-        .collect();
+        .collect()
+}
 
-    // Invalid envelopes, each with the error the format requires.
+/// Invalid envelopes, each with the error the format requires.
+fn invalid_envelopes(ids: &[Identity]) -> Vec<Value> {
     let base_eph = [7u8; 32];
     let base = seal_deterministic(
         &ids[0],
@@ -207,18 +229,7 @@ fn generate() -> Value {
         "DecryptionFailed",
     );
 
-    json!({
-        "version": 1,
-        "description": "mesh-crypto v1 test vectors; see docs/PROTOCOL.md. Identities are referred to by index.",
-        "identities": identities,
-        "hashes": hashes,
-        "domain_hashes": domain_hashes,
-        "signatures": signatures,
-        "safety_numbers": safety_numbers,
-        "envelopes": envelopes,
-        "signed_records": signed_records,
-        "invalid_envelopes": invalid,
-    })
+    invalid
 }
 
 #[test]

@@ -1,1 +1,79 @@
-fn main() {}
+//! Project automation, run as `cargo xtask <command>` (see `.cargo/config.toml`).
+//!
+//! - `ci`: installs what is missing, then runs every check the project has and prints a summary.
+//! - `setup`: only the installs of `ci`.
+//! - `test-wasm`: the browser tests in headless Chromium.
+//! - `interop`: libsodium (PyNaCl) against mesh-crypto, both directions.
+//! - `bench SUITE [--quick]`: a benchmark suite and its same-run baseline, with ratios.
+//! - `vectors`: regenerates the committed test vectors after an intentional format change.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod bench;
+mod steps;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use steps::{Ci, Outcome};
+
+const USAGE: &str =
+    "usage: cargo xtask <ci | setup | test-wasm | interop | bench SUITE [--quick] | vectors>
+  ci          install what is missing, run every check, print a summary (the CI entry point)
+  setup       only install: wasm32 target, chromium + chromedriver, wasm-bindgen-cli, cargo-deny,
+              the Python venv with PyNaCl, the offline advisory database
+  test-wasm   browser tests (wasm-bindgen-test in headless Chromium)
+  interop     libsodium (PyNaCl) checks our vectors; our code opens libsodium's envelopes
+  bench       benchmark suites with same-run baselines: crypto
+  vectors     regenerate crates/mesh-crypto/vectors/crypto-v1.json";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = root.canonicalize().unwrap_or(root);
+    let mut ci = Ci::new(root);
+    let words: Vec<&str> = args.iter().map(String::as_str).collect();
+    match words.as_slice() {
+        ["ci"] => {
+            ci.setup_all();
+            ci.checks();
+        }
+        ["setup"] => ci.setup_all(),
+        ["test-wasm"] => {
+            ci.setup_wasm();
+            ci.test_wasm();
+        }
+        ["interop"] => {
+            ci.setup_python();
+            ci.interop();
+        }
+        ["bench", suite, rest @ ..] => {
+            ci.setup_python();
+            let quick = rest.contains(&"--quick");
+            let s = (*suite).to_string();
+            ci.step(&format!("bench {s}"), |c| {
+                bench::run(c, &s, !quick, quick).map(|()| Outcome::Passed)
+            });
+        }
+        ["vectors"] => {
+            ci.step("regenerate vectors", |c| {
+                c.cargo(
+                    &[
+                        "test",
+                        "--locked",
+                        "-p",
+                        "mesh-tests",
+                        "--test",
+                        "crypto_vectors",
+                    ],
+                    &[("MESH_BLESS_VECTORS", "1")],
+                )
+            });
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    }
+    ci.summary()
+}

@@ -1,5 +1,6 @@
 //! The committed libsodium-compatible test vectors hold for this implementation.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failure
 #![cfg(not(target_arch = "wasm32"))]
 
 mod common;

@@ -1,6 +1,7 @@
 //! mesh-crypto in the browser: the same vectors and behaviours, run in headless Chromium by
 //! `cargo xtask test-wasm` (wasm-bindgen-test).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failure
 #![cfg(target_arch = "wasm32")]
 
 mod common;

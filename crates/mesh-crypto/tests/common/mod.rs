@@ -1,7 +1,13 @@
 //! Checks the committed test vectors (`vectors/crypto-v1.json`) against this implementation.
 //! Shared by the native test (`vectors.rs`) and the browser test (`web.rs`).
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 use mesh_crypto::hash::{blake2b_256, domain_hash};
 use mesh_crypto::{

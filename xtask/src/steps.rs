@@ -1,0 +1,572 @@
+//! Steps of `cargo xtask ci`: each is timed, reported, and never skipped silently.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+/// cargo-deny release the CI installs (pinned: its config format and checks change).
+const CARGO_DENY_VERSION: &str = "0.20.2";
+/// Directory name cargo-deny expects for the default RustSec database URL.
+const ADVISORY_DB_DIR: &str = "advisory-db-3157b0e258782691";
+/// Library crates that must build for wasm32 (clippy runs on them for that target).
+const WASM_CRATES: &[&str] = &["mesh-crypto"];
+/// Browser test targets: (package, integration test name).
+const WASM_TESTS: &[(&str, &str)] = &[("mesh-crypto", "web")];
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// How a step ended.
+pub(crate) enum Outcome {
+    Passed,
+    /// Passed, with something the reader must know (e.g. what was not checked and why).
+    PassedWithNote(String),
+}
+
+struct StepResult {
+    name: String,
+    result: Result<Outcome, String>,
+    elapsed: Duration,
+    tests: Counts,
+}
+
+#[derive(Default, Clone, Copy)]
+pub(crate) struct Counts {
+    passed: u64,
+    failed: u64,
+}
+
+/// Runs steps and remembers how each went.
+pub(crate) struct Ci {
+    pub(crate) root: PathBuf,
+    results: Vec<StepResult>,
+    current: Counts,
+    failed_setup: Vec<String>,
+}
+
+impl Ci {
+    pub(crate) fn new(root: PathBuf) -> Self {
+        Self {
+            root,
+            results: Vec::new(),
+            current: Counts::default(),
+            failed_setup: Vec::new(),
+        }
+    }
+
+    pub(crate) fn target_dir(&self) -> PathBuf {
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| self.root.join("target"), PathBuf::from)
+    }
+
+    pub(crate) fn venv_python(&self) -> PathBuf {
+        self.target_dir().join("xtask/venv/bin/python")
+    }
+
+    /// Runs one step, timing it and recording its result.
+    pub(crate) fn step(
+        &mut self,
+        name: &str,
+        f: impl FnOnce(&mut Self) -> Result<Outcome, String>,
+    ) -> bool {
+        eprintln!("\n==> {name}");
+        self.current = Counts::default();
+        let start = Instant::now();
+        let result = f(self);
+        let elapsed = start.elapsed();
+        let ok = result.is_ok();
+        if let Err(e) = &result {
+            eprintln!("==> {name}: FAILED: {e}");
+        }
+        self.results.push(StepResult {
+            name: name.to_string(),
+            result,
+            elapsed,
+            tests: self.current,
+        });
+        ok
+    }
+
+    /// A step that needs the setup steps `needs`: if one failed, it is reported as not run.
+    fn step_needing(
+        &mut self,
+        name: &str,
+        needs: &[&str],
+        f: impl FnOnce(&mut Self) -> Result<Outcome, String>,
+    ) {
+        let missing: Vec<String> = needs
+            .iter()
+            .filter(|n| self.failed_setup.iter().any(|f| f == *n))
+            .map(|n| (*n).to_string())
+            .collect();
+        if missing.is_empty() {
+            self.step(name, f);
+        } else {
+            let why = format!("not run: setup failed ({})", missing.join(", "));
+            self.step(name, |_| Err(why));
+        }
+    }
+
+    fn setup_step(&mut self, name: &str, f: impl FnOnce(&mut Self) -> Result<Outcome, String>) {
+        if !self.step(name, f) {
+            self.failed_setup.push(name.to_string());
+        }
+    }
+
+    /// Runs `program args` in the repository root, streaming its output and counting tests.
+    pub(crate) fn run(
+        &mut self,
+        program: &str,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Result<Outcome, String> {
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .current_dir(&self.root)
+            .stdout(Stdio::piped());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        eprintln!("    $ {program} {}", args.join(" "));
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {program}: {e}"))?;
+        if let Some(out) = child.stdout.take() {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                println!("{line}");
+                if let Some((p, f)) = parse_test_result(&line) {
+                    self.current.passed += p;
+                    self.current.failed += f;
+                }
+            }
+        }
+        let status = child.wait().map_err(|e| e.to_string())?;
+        if status.success() {
+            Ok(Outcome::Passed)
+        } else {
+            Err(format!(
+                "`{program} {}` exited with {status}",
+                args.join(" ")
+            ))
+        }
+    }
+
+    pub(crate) fn cargo(
+        &mut self,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Result<Outcome, String> {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+        self.run(&cargo, args, envs)
+    }
+
+    // ---------------------------------------------------------------- setup
+
+    pub(crate) fn setup_all(&mut self) {
+        self.setup_wasm();
+        self.setup_step("install cargo-deny", |c| {
+            if tool_version("cargo-deny", &["--version"])
+                .is_some_and(|v| v.contains(CARGO_DENY_VERSION))
+            {
+                return Ok(Outcome::PassedWithNote(format!(
+                    "cargo-deny {CARGO_DENY_VERSION} already installed"
+                )));
+            }
+            c.cargo(
+                &[
+                    "install",
+                    "--locked",
+                    "cargo-deny",
+                    "--version",
+                    CARGO_DENY_VERSION,
+                ],
+                &[],
+            )
+        });
+        self.setup_python();
+        self.setup_step("advisory database", Self::advisory_db);
+    }
+
+    pub(crate) fn setup_wasm(&mut self) {
+        self.setup_step("rustup target wasm32", |c| {
+            let installed =
+                tool_version("rustup", &["target", "list", "--installed"]).unwrap_or_default();
+            if installed
+                .lines()
+                .any(|l| l.trim() == "wasm32-unknown-unknown")
+            {
+                return Ok(Outcome::PassedWithNote("already installed".into()));
+            }
+            c.run("rustup", &["target", "add", "wasm32-unknown-unknown"], &[])
+        });
+        self.setup_step("apt chromium + chromedriver", |c| {
+            if Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists() {
+                let v = tool_version(CHROMEDRIVER, &["--version"]).unwrap_or_default();
+                return Ok(Outcome::PassedWithNote(format!("present: {}", v.trim())));
+            }
+            let env = [("DEBIAN_FRONTEND", "noninteractive")];
+            c.run("apt-get", &["update", "-q"], &env)?;
+            c.run(
+                "apt-get",
+                &[
+                    "install",
+                    "-y",
+                    "-q",
+                    "--no-install-recommends",
+                    "chromium",
+                    "chromium-driver",
+                ],
+                &env,
+            )
+        });
+        self.setup_step("install wasm-bindgen-cli", |c| {
+            let want = locked_version(&c.root, "wasm-bindgen")
+                .ok_or("wasm-bindgen is not in Cargo.lock")?;
+            let have = tool_version("wasm-bindgen-test-runner", &["--version"]).unwrap_or_default();
+            if have.split_whitespace().nth(1) == Some(want.as_str()) {
+                return Ok(Outcome::PassedWithNote(format!(
+                    "{want} (matches Cargo.lock)"
+                )));
+            }
+            c.cargo(&["install", "wasm-bindgen-cli", "--version", &want], &[])
+        });
+    }
+
+    pub(crate) fn setup_python(&mut self) {
+        self.setup_step("python venv with PyNaCl", |c| {
+            let py = c.venv_python();
+            let req = c.root.join("interop/python/requirements.txt");
+            let req = req.to_string_lossy().into_owned();
+            if !py.exists() {
+                let dir = c.target_dir().join("xtask/venv");
+                let dir = dir.to_string_lossy().into_owned();
+                if c.run("python3", &["-m", "venv", &dir], &[]).is_err() {
+                    // Debian's python3 ships venv separately.
+                    c.run(
+                        "apt-get",
+                        &["install", "-y", "-q", "python3-venv"],
+                        &[("DEBIAN_FRONTEND", "noninteractive")],
+                    )?;
+                    c.run("python3", &["-m", "venv", &dir], &[])?;
+                }
+            }
+            let py = py.to_string_lossy().into_owned();
+            c.run(
+                &py,
+                &[
+                    "-m",
+                    "pip",
+                    "install",
+                    "-q",
+                    "--disable-pip-version-check",
+                    "-r",
+                    &req,
+                ],
+                &[],
+            )?;
+            let v = tool_version(&py, &["-c", "import nacl; print(nacl.__version__)"])
+                .ok_or("PyNaCl does not import")?;
+            Ok(Outcome::PassedWithNote(format!("PyNaCl {}", v.trim())))
+        });
+    }
+
+    fn advisory_db(&mut self) -> Result<Outcome, String> {
+        let bundle = std::env::var_os("MESH_ADVISORY_DB_BUNDLE").map_or_else(
+            || self.root.join("../shared/advisory-db.bundle"),
+            PathBuf::from,
+        );
+        let dest = self.target_dir().join("advisory-db").join(ADVISORY_DB_DIR);
+        if !bundle.exists() {
+            return Ok(Outcome::PassedWithNote(format!(
+                "no advisory database bundle at {}: `cargo deny` will check licenses, bans and sources only",
+                bundle.display()
+            )));
+        }
+        if dest.exists() {
+            std::fs::remove_dir_all(&dest).map_err(|e| e.to_string())?;
+        }
+        let (b, d) = (
+            bundle.to_string_lossy().into_owned(),
+            dest.to_string_lossy().into_owned(),
+        );
+        self.run("git", &["clone", "-q", "-b", "main", &b, &d], &[])?;
+        let date =
+            tool_version("git", &["-C", &d, "log", "-1", "--format=%cs"]).unwrap_or_default();
+        Ok(Outcome::PassedWithNote(format!(
+            "RustSec snapshot of {}",
+            date.trim()
+        )))
+    }
+
+    // ---------------------------------------------------------------- checks
+
+    pub(crate) fn checks(&mut self) {
+        self.step("fmt", |c| c.cargo(&["fmt", "--all", "--", "--check"], &[]));
+        self.step("clippy (native)", |c| {
+            c.cargo(
+                &[
+                    "clippy",
+                    "--locked",
+                    "--workspace",
+                    "--all-targets",
+                    "--all-features",
+                    "--",
+                    "-D",
+                    "warnings",
+                ],
+                &[],
+            )
+        });
+        self.step_needing("clippy (wasm32)", &["rustup target wasm32"], |c| {
+            let mut args = vec![
+                "clippy",
+                "--locked",
+                "--target",
+                "wasm32-unknown-unknown",
+                "--all-targets",
+                "--all-features",
+            ];
+            for p in WASM_CRATES {
+                args.extend(["-p", p]);
+            }
+            args.extend(["--", "-D", "warnings"]);
+            c.cargo(&args, &[])
+        });
+        self.step("test (native)", |c| {
+            c.cargo(&["test", "--locked", "--workspace", "--all-features"], &[])
+        });
+        self.step("rustdoc", |c| {
+            c.cargo(
+                &[
+                    "doc",
+                    "--locked",
+                    "--workspace",
+                    "--no-deps",
+                    "--all-features",
+                ],
+                &[("RUSTDOCFLAGS", "-D warnings")],
+            )
+        });
+        self.test_wasm();
+        self.interop();
+        self.step_needing(
+            "bench smoke (crypto, quick)",
+            &["python venv with PyNaCl"],
+            |c| {
+                crate::bench::run(c, "crypto", false, true).map(|()| {
+                    Outcome::PassedWithNote(
+                        "numbers not meaningful: debug build, 20 ms budgets".into(),
+                    )
+                })
+            },
+        );
+        self.step_needing(
+            "cargo deny",
+            &["install cargo-deny", "advisory database"],
+            |c| {
+                c.cargo(&["fetch", "--locked"], &[])?;
+                let db = c.target_dir().join("advisory-db").join(ADVISORY_DB_DIR);
+                if db.exists() {
+                    c.cargo(&["deny", "--offline", "check"], &[]).map(|_| {
+                        Outcome::PassedWithNote("advisories, bans, licenses, sources".into())
+                    })
+                } else {
+                    c.cargo(
+                        &["deny", "--offline", "check", "bans", "licenses", "sources"],
+                        &[],
+                    )
+                    .map(|_| {
+                        Outcome::PassedWithNote(
+                            "advisories NOT checked: no offline advisory database".into(),
+                        )
+                    })
+                }
+            },
+        );
+    }
+
+    pub(crate) fn test_wasm(&mut self) {
+        let needs = [
+            "rustup target wasm32",
+            "apt chromium + chromedriver",
+            "install wasm-bindgen-cli",
+        ];
+        for (package, test) in WASM_TESTS {
+            self.step_needing(
+                &format!("test (wasm32, headless Chromium): {package}"),
+                &needs,
+                |c| {
+                    c.cargo(
+                        &[
+                            "test",
+                            "--locked",
+                            "-p",
+                            package,
+                            "--target",
+                            "wasm32-unknown-unknown",
+                            "--test",
+                            test,
+                        ],
+                        &[
+                            ("CHROMEDRIVER", CHROMEDRIVER),
+                            ("WASM_BINDGEN_TEST_TIMEOUT", "120"),
+                        ],
+                    )
+                },
+            );
+        }
+    }
+
+    pub(crate) fn interop(&mut self) {
+        let needs = ["python venv with PyNaCl"];
+        self.step_needing("interop: libsodium checks our vectors", &needs, |c| {
+            let py = c.venv_python().to_string_lossy().into_owned();
+            c.run(
+                &py,
+                &[
+                    "interop/python/crypto_interop.py",
+                    "check",
+                    "crates/mesh-crypto/vectors/crypto-v1.json",
+                ],
+                &[],
+            )
+        });
+        self.step_needing("interop: we open libsodium's envelopes", &needs, |c| {
+            let py = c.venv_python().to_string_lossy().into_owned();
+            c.cargo(
+                &[
+                    "test",
+                    "--locked",
+                    "-p",
+                    "mesh-tests",
+                    "--test",
+                    "libsodium_interop",
+                    "--",
+                    "--ignored",
+                ],
+                &[("MESH_PYTHON", &py)],
+            )
+        });
+    }
+
+    /// Prints the summary table and returns the exit code.
+    pub(crate) fn summary(&self) -> ExitCode {
+        let mut out = String::from("\n======== cargo xtask summary ========\n");
+        let _ = writeln!(
+            out,
+            "{:<44} {:<7} {:>8} {:>7}  note",
+            "step", "result", "time", "tests"
+        );
+        let (mut passed, mut failed, mut steps_failed) = (0, 0, 0);
+        let mut total = Duration::ZERO;
+        for r in &self.results {
+            total += r.elapsed;
+            passed += r.tests.passed;
+            failed += r.tests.failed;
+            let (status, note) = match &r.result {
+                Ok(Outcome::Passed) => ("ok", String::new()),
+                Ok(Outcome::PassedWithNote(n)) => ("ok", n.clone()),
+                Err(e) => {
+                    steps_failed += 1;
+                    ("FAILED", e.clone())
+                }
+            };
+            let tests = if r.tests.passed + r.tests.failed > 0 {
+                r.tests.passed.to_string()
+            } else {
+                "-".into()
+            };
+            let _ = writeln!(
+                out,
+                "{:<44} {:<7} {:>7.1}s {:>7}  {}",
+                r.name,
+                status,
+                r.elapsed.as_secs_f64(),
+                tests,
+                note
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{} steps, {} failed, {:.1} min in all",
+            self.results.len(),
+            steps_failed,
+            total.as_secs_f64() / 60.0
+        );
+        let _ = writeln!(out, "tests: {passed} passed, {failed} failed");
+        print!("{out}");
+        if steps_failed == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `(passed, failed)` from a libtest / wasm-bindgen-test "test result:" line.
+fn parse_test_result(line: &str) -> Option<(u64, u64)> {
+    let rest = line.trim().strip_prefix("test result: ")?;
+    let mut passed = None;
+    let mut failed = None;
+    let words: Vec<&str> = rest
+        .split([' ', ';', '.'])
+        .filter(|w| !w.is_empty())
+        .collect();
+    for pair in words.windows(2) {
+        match pair[1] {
+            "passed" => passed = pair[0].parse().ok(),
+            "failed" => failed = pair[0].parse().ok(),
+            _ => {}
+        }
+    }
+    Some((passed?, failed.unwrap_or(0)))
+}
+
+/// First line(s) of a tool's output, or None if it does not run.
+fn tool_version(program: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(program).args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The version of `package` recorded in Cargo.lock.
+fn locked_version(root: &Path, package: &str) -> Option<String> {
+    let lock = std::fs::read_to_string(root.join("Cargo.lock")).ok()?;
+    let needle = format!("name = \"{package}\"\n");
+    let at = lock.find(&needle)? + needle.len();
+    let line = lock[at..].lines().next()?;
+    Some(
+        line.strip_prefix("version = \"")?
+            .trim_end_matches('"')
+            .to_string(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_libtest_and_wasm_bindgen_result_lines() {
+        assert_eq!(
+            parse_test_result(
+                "test result: ok. 18 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.04s"
+            ),
+            Some((18, 0))
+        );
+        assert_eq!(
+            parse_test_result("test result: FAILED. 3 passed; 2 failed; 1 ignored"),
+            Some((3, 2))
+        );
+        assert_eq!(parse_test_result("running 3 tests"), None);
+    }
+
+    #[test]
+    fn reads_versions_from_the_lock_file() {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let v = locked_version(&root, "wasm-bindgen").expect("wasm-bindgen is locked");
+        assert!(v.starts_with("0."), "{v}");
+        assert!(locked_version(&root, "no-such-package").is_none());
+    }
+}
