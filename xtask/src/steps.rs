@@ -127,7 +127,10 @@ impl Ci {
         for (k, v) in envs {
             cmd.env(k, v);
         }
-        eprintln!("    $ {program} {}", args.join(" "));
+        let shown = Path::new(program)
+            .file_name()
+            .map_or(program.into(), |n| n.to_string_lossy());
+        eprintln!("    $ {shown} {}", args.join(" "));
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("cannot start {program}: {e}"))?;

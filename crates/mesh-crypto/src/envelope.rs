@@ -195,12 +195,13 @@ pub fn open_with_limit(
     if parsed.recipient != *recipient.peer_id().as_bytes() {
         return Err(Error::WrongRecipient);
     }
-    let verified = parsed.verify()?;
+    // The recipient field equals our own (valid) id, so only the sender needs validating.
+    let verified = parsed.verify_sender()?;
     let shared = x25519(recipient.x25519_secret(), &parsed.ephemeral)?;
     let key = derive_key(
         &shared,
         &parsed.ephemeral,
-        &recipient.peer_id().encryption_key().0,
+        &recipient.encryption_key().0,
         context,
     );
     let mut plaintext = vec![0u8; verified.plaintext_len];
@@ -240,17 +241,23 @@ struct Parsed<'a> {
 }
 
 impl Parsed<'_> {
-    fn verify(&self) -> Result<Verified, Error> {
+    /// Validates the sender's key and signature; the recipient field is taken as it is.
+    fn verify_sender(&self) -> Result<Verified, Error> {
         let sender = PeerId::from_bytes(self.sender)?;
-        let recipient = PeerId::from_bytes(self.recipient)?;
         let id = envelope_id(self.signed);
         sender.verify_digest(&id, &Signature(self.signature))?;
         Ok(Verified {
             sender,
-            recipient,
+            recipient: PeerId::from_bytes_unchecked(self.recipient),
             id,
             plaintext_len: self.ciphertext.len() - TAG_LEN,
         })
+    }
+
+    /// Also validates the recipient's key (what a relay needs before forwarding).
+    fn verify(&self) -> Result<Verified, Error> {
+        PeerId::from_bytes(self.recipient)?;
+        self.verify_sender()
     }
 }
 

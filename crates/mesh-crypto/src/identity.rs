@@ -52,6 +52,11 @@ impl PeerId {
         Ok(Self(bytes))
     }
 
+    /// Wraps a key already known to be valid (crate-internal).
+    pub(crate) const fn from_bytes_unchecked(bytes: [u8; PUBLIC_KEY_LEN]) -> Self {
+        Self(bytes)
+    }
+
     /// Validates a key given as a slice.
     ///
     /// # Errors
@@ -183,6 +188,7 @@ pub struct Identity {
     seed: Zeroizing<[u8; SEED_LEN]>,
     signing_key: Zeroizing<[u8; 64]>,
     x25519_secret: Zeroizing<[u8; 32]>,
+    encryption_key: EncryptionKey,
     peer_id: PeerId,
 }
 
@@ -201,12 +207,14 @@ impl Identity {
         crypto_sign_ed25519_sk_to_curve25519(&mut x25519_secret, &secret);
         let signing_key = Zeroizing::new(secret);
         secret.zeroize();
+        let peer_id = PeerId(public);
         Self {
             seed: Zeroizing::new(*seed),
             signing_key,
             x25519_secret,
+            encryption_key: peer_id.encryption_key(),
             // A key derived from a seed is always a valid prime-order point.
-            peer_id: PeerId(public),
+            peer_id,
         }
     }
 
@@ -235,6 +243,11 @@ impl Identity {
             sig = [0; SIGNATURE_LEN];
         }
         Signature(sig)
+    }
+
+    /// This identity's X25519 public key (computed once).
+    pub const fn encryption_key(&self) -> &EncryptionKey {
+        &self.encryption_key
     }
 
     /// The X25519 secret scalar (crate-internal: used by envelopes).
