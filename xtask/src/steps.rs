@@ -205,7 +205,8 @@ impl Ci {
         self.setup_step("apt chromium + chromedriver", |c| {
             if Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists() {
                 let v = tool_version(CHROMEDRIVER, &["--version"]).unwrap_or_default();
-                return Ok(Outcome::PassedWithNote(format!("present: {}", v.trim())));
+                let v: Vec<&str> = v.split_whitespace().take(2).collect();
+                return Ok(Outcome::PassedWithNote(format!("present: {}", v.join(" "))));
             }
             let env = [("DEBIAN_FRONTEND", "noninteractive")];
             c.run("apt-get", &["update", "-q"], &env)?;
