@@ -1,0 +1,1 @@
+//! IndexedDB backend (wasm32 only).

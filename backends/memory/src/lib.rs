@@ -1,0 +1,108 @@
+//! An in-memory [`KvBackend`]: a `BTreeMap` behind a lock. For tests, the simulator and
+//! ephemeral nodes. Open it with [`mesh_platform::kv::Store::open`].
+//!
+//! "Persistence" lasts as long as the [`SharedMap`]: two backends made from the same map see
+//! the same data, which is how tests close and reopen a memory store.
+
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+use mesh_platform::kv::{Direction, KvBackend, KvError, RawOp};
+
+/// The data of a memory store, shareable between backends.
+pub type SharedMap = Arc<RwLock<BTreeMap<Vec<u8>, Vec<u8>>>>;
+
+/// In-memory backend.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryBackend {
+    map: SharedMap,
+}
+
+impl MemoryBackend {
+    /// A new, empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A backend over an existing map (to "reopen" a store in tests).
+    pub fn with_map(map: SharedMap) -> Self {
+        Self { map }
+    }
+
+    /// The map, to hand to a later [`MemoryBackend::with_map`].
+    pub fn map(&self) -> SharedMap {
+        Arc::clone(&self.map)
+    }
+}
+
+fn poisoned<T>(_: T) -> KvError {
+    KvError::Backend {
+        backend: "memory",
+        message: "lock poisoned by a panicked writer".into(),
+    }
+}
+
+#[async_trait]
+impl KvBackend for MemoryBackend {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
+        Ok(self.map.read().map_err(poisoned)?.get(key).cloned())
+    }
+
+    async fn range(
+        &self,
+        start: &[u8],
+        start_exclusive: bool,
+        end: &[u8],
+        end_inclusive: bool,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, KvError> {
+        let lo = if start_exclusive {
+            Bound::Excluded(start)
+        } else {
+            Bound::Included(start)
+        };
+        let hi = if end_inclusive {
+            Bound::Included(end)
+        } else {
+            Bound::Excluded(end)
+        };
+        let map = self.map.read().map_err(poisoned)?;
+        let iter = map
+            .range::<[u8], _>((lo, hi))
+            .map(|(k, v)| (k.clone(), v.clone()));
+        Ok(match direction {
+            Direction::Forward => iter.take(limit).collect(),
+            Direction::Reverse => iter.rev().take(limit).collect(),
+        })
+    }
+
+    async fn apply(&self, ops: Vec<RawOp>) -> Result<(), KvError> {
+        let mut map = self.map.write().map_err(poisoned)?;
+        for op in ops {
+            match op {
+                RawOp::Put(k, v) => {
+                    map.insert(k, v);
+                }
+                RawOp::Delete(k) => {
+                    map.remove(&k);
+                }
+                RawOp::DeleteRange(lo, hi) => {
+                    let doomed: Vec<Vec<u8>> = map.range(lo..hi).map(|(k, _)| k.clone()).collect();
+                    for k in doomed {
+                        map.remove(&k);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,226 @@
+//! [`KvBackend`] over [redb](https://docs.rs/redb): the native embedded default.
+//!
+//! One redb table holds the flat keyspace; every [`KvBackend::apply`] is one write transaction,
+//! committed with `Durability::Immediate` (on disk when it returns) unless configured otherwise.
+//! redb is synchronous, so its calls run on tokio's blocking pool.
+//!
+//! Storage amplification: redb stores a large value in a leaf of a power-of-two number of 4 KiB
+//! pages, so a value just over a power of two takes twice its size (an exactly 64 KiB value takes
+//! 128 KiB). Values up to `64 KiB - 64` bytes fit in 64 KiB; see [`RECOMMENDED_MAX_CHUNK`] and
+//! `docs/STORAGE.md` for the measurements.
+
+#![forbid(unsafe_code)]
+
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use mesh_platform::kv::{Direction, KvBackend, KvError, RawOp};
+use redb::{Database, Durability, ReadableDatabase, TableDefinition};
+
+/// The one table of the flat keyspace.
+const KV: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new("mesh_kv");
+
+/// Largest value (including the store's key overhead) that fits a 64 KiB leaf without doubling:
+/// the blob store's chunk size should stay at or below this.
+pub const RECOMMENDED_MAX_CHUNK: usize = 64 * 1024 - 64 - 64;
+
+/// How a commit reaches the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Commit {
+    /// fsync before `apply` returns (the default): an acknowledged batch survives a crash or
+    /// power loss.
+    #[default]
+    Durable,
+    /// Visible at once, persisted by the next durable commit: faster, but the last batches can
+    /// be lost on a crash.
+    Fast,
+}
+
+/// Options for [`RedbBackend::open_with`].
+#[derive(Debug, Clone, Copy)]
+pub struct RedbOptions {
+    /// Page cache size in bytes (default 64 MiB).
+    pub cache_bytes: usize,
+    /// Commit durability.
+    pub commit: Commit,
+}
+
+impl Default for RedbOptions {
+    fn default() -> Self {
+        Self {
+            cache_bytes: 64 * 1024 * 1024,
+            commit: Commit::Durable,
+        }
+    }
+}
+
+/// redb backend. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct RedbBackend {
+    db: Arc<Mutex<Option<Arc<Database>>>>,
+    commit: Commit,
+}
+
+fn err(e: impl std::fmt::Display) -> KvError {
+    KvError::Backend {
+        backend: "redb",
+        message: e.to_string(),
+    }
+}
+
+impl RedbBackend {
+    /// Opens (or creates) the database file at `path` with default options.
+    ///
+    /// # Errors
+    /// A backend error if the file cannot be opened (for example, it is already open).
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, KvError> {
+        Self::open_with(path, RedbOptions::default()).await
+    }
+
+    /// Opens (or creates) the database file at `path`.
+    ///
+    /// # Errors
+    /// A backend error if the file cannot be opened (for example, it is already open).
+    pub async fn open_with(path: impl AsRef<Path>, options: RedbOptions) -> Result<Self, KvError> {
+        let path = path.as_ref().to_path_buf();
+        let db = tokio::task::spawn_blocking(move || -> Result<Database, KvError> {
+            let db = Database::builder()
+                .set_cache_size(options.cache_bytes)
+                .create(&path)
+                .map_err(err)?;
+            // Create the table so that read transactions always find it.
+            let tx = db.begin_write().map_err(err)?;
+            tx.open_table(KV).map_err(err)?;
+            tx.commit().map_err(err)?;
+            Ok(db)
+        })
+        .await
+        .map_err(err)??;
+        Ok(Self {
+            db: Arc::new(Mutex::new(Some(Arc::new(db)))),
+            commit: options.commit,
+        })
+    }
+
+    fn db(&self) -> Result<Arc<Database>, KvError> {
+        self.db.lock().map_err(err)?.clone().ok_or(KvError::Closed)
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, KvError> + Send + 'static,
+    ) -> Result<T, KvError> {
+        let db = self.db()?;
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .map_err(err)?
+    }
+}
+
+#[async_trait]
+impl KvBackend for RedbBackend {
+    fn name(&self) -> &'static str {
+        "redb"
+    }
+
+    async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
+        let key = key.to_vec();
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(err)?;
+            let table = tx.open_table(KV).map_err(err)?;
+            Ok(table
+                .get(key.as_slice())
+                .map_err(err)?
+                .map(|v| v.value().to_vec()))
+        })
+        .await
+    }
+
+    async fn range(
+        &self,
+        start: &[u8],
+        start_exclusive: bool,
+        end: &[u8],
+        end_inclusive: bool,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, KvError> {
+        let (start, end) = (start.to_vec(), end.to_vec());
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(err)?;
+            let table = tx.open_table(KV).map_err(err)?;
+            let lo = if start_exclusive {
+                Bound::Excluded(start.as_slice())
+            } else {
+                Bound::Included(start.as_slice())
+            };
+            let hi = if end_inclusive {
+                Bound::Included(end.as_slice())
+            } else {
+                Bound::Excluded(end.as_slice())
+            };
+            let range = table.range::<&[u8]>((lo, hi)).map_err(err)?;
+            let mut out = Vec::new();
+            let mut push = |item: Result<
+                (redb::AccessGuard<'_, &[u8]>, redb::AccessGuard<'_, &[u8]>),
+                redb::StorageError,
+            >| {
+                let (k, v) = item.map_err(err)?;
+                out.push((k.value().to_vec(), v.value().to_vec()));
+                Ok::<_, KvError>(())
+            };
+            match direction {
+                Direction::Forward => range.take(limit).try_for_each(&mut push)?,
+                Direction::Reverse => range.rev().take(limit).try_for_each(&mut push)?,
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn apply(&self, ops: Vec<RawOp>) -> Result<(), KvError> {
+        let commit = self.commit;
+        self.blocking(move |db| {
+            let mut tx = db.begin_write().map_err(err)?;
+            if commit == Commit::Fast {
+                tx.set_durability(Durability::None).map_err(err)?;
+            }
+            {
+                let mut table = tx.open_table(KV).map_err(err)?;
+                for op in &ops {
+                    match op {
+                        RawOp::Put(k, v) => {
+                            table.insert(k.as_slice(), v.as_slice()).map_err(err)?;
+                        }
+                        RawOp::Delete(k) => {
+                            table.remove(k.as_slice()).map_err(err)?;
+                        }
+                        RawOp::DeleteRange(lo, hi) => {
+                            table
+                                .retain_in(lo.as_slice()..hi.as_slice(), |_, _| false)
+                                .map_err(err)?;
+                        }
+                    }
+                }
+            }
+            // Dropping an uncommitted transaction aborts it: an error above applies nothing.
+            tx.commit().map_err(err)
+        })
+        .await
+    }
+
+    async fn close(&self) -> Result<(), KvError> {
+        // Make the last commits durable, then release the file (and its lock).
+        if self.commit == Commit::Fast {
+            self.blocking(|db| {
+                let tx = db.begin_write().map_err(err)?;
+                tx.commit().map_err(err)
+            })
+            .await?;
+        }
+        self.db.lock().map_err(err)?.take();
+        Ok(())
+    }
+}

@@ -1,0 +1,965 @@
+//! Storage: the [`KvStore`] trait every domain crate persists through, and [`Store`], the one
+//! implementation of it that all backends share.
+//!
+//! A backend ([`KvBackend`]) is only a flat, ordered byte keyspace with get, range scan and an
+//! atomic batch. Everything else is done once, here, for every backend alike:
+//!
+//! - named tables declared up front in a [`Schema`] (a table is a key prefix
+//!   `u8(len(name)) || name`, so keys stay ordered within a table and tables never overlap);
+//! - size accounting per table (entries and bytes), updated in the same atomic batch as the data;
+//! - the schema version, recorded in the store, and ordered [`Migration`]s run on open; a store
+//!   written by a newer schema is refused with [`KvError::SchemaTooNew`];
+//! - limits on key and value sizes, checked before anything reaches the backend.
+//!
+//! The layout on disk and the migration strategy are described in `docs/STORAGE.md`.
+
+use std::collections::HashMap;
+use std::ops::Bound;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::{MaybeSend, MaybeSync};
+
+/// Longest key accepted, in bytes.
+pub const MAX_KEY_LEN: usize = 1024;
+/// Largest value accepted: 16 MiB. The blob store keeps chunks far below this.
+pub const MAX_VALUE_LEN: usize = 16 * 1024 * 1024;
+/// Longest table name, in bytes.
+pub const MAX_TABLE_NAME_LEN: usize = 64;
+/// Most operations in one batch.
+pub const MAX_BATCH_OPS: usize = 100_000;
+/// Rows a migration's rewrite reads per range call.
+const MIGRATION_PAGE: usize = 1024;
+
+/// Reserved table holding the schema version.
+const META_TABLE: &str = "__meta";
+/// Reserved table holding per-table statistics.
+const STATS_TABLE: &str = "__stats";
+const SCHEMA_VERSION_KEY: &[u8] = b"schema_version";
+
+/// Errors from a store or its backend.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KvError {
+    /// The table is not declared in the store's schema.
+    #[error("unknown table {0:?} (not declared in the schema)")]
+    UnknownTable(String),
+    /// A key is longer than [`MAX_KEY_LEN`].
+    #[error("key of {len} bytes, over the limit of {max}")]
+    KeyTooLarge {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A value is larger than [`MAX_VALUE_LEN`].
+    #[error("value of {len} bytes, over the limit of {max}")]
+    ValueTooLarge {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A batch has more than [`MAX_BATCH_OPS`] operations.
+    #[error("batch of {len} operations, over the limit of {max}")]
+    BatchTooLarge {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The store was written by a newer schema than this build knows: refused rather than
+    /// misread.
+    #[error(
+        "store has schema version {found}, this build supports up to {supported}; upgrade the software"
+    )]
+    SchemaTooNew {
+        /// Version recorded in the store.
+        found: u32,
+        /// Highest version this build knows.
+        supported: u32,
+    },
+    /// The schema definition itself is inconsistent (a programming error in the caller).
+    #[error("invalid schema: {0}")]
+    InvalidSchema(String),
+    /// Stored metadata could not be decoded.
+    #[error("corrupt store metadata: {0}")]
+    Corrupt(String),
+    /// The store has been closed.
+    #[error("store is closed")]
+    Closed,
+    /// The backend failed (I/O, database error, browser error).
+    #[error("{backend} backend: {message}")]
+    Backend {
+        /// Which backend.
+        backend: &'static str,
+        /// Its error, as text.
+        message: String,
+    },
+}
+
+/// Direction of a range scan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Ascending key order.
+    Forward,
+    /// Descending key order.
+    Reverse,
+}
+
+/// A range of keys within one table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRange {
+    /// Lower bound.
+    pub start: Bound<Vec<u8>>,
+    /// Upper bound.
+    pub end: Bound<Vec<u8>>,
+}
+
+impl KeyRange {
+    /// Every key of the table.
+    pub const fn all() -> Self {
+        Self {
+            start: Bound::Unbounded,
+            end: Bound::Unbounded,
+        }
+    }
+
+    /// Keys starting with `prefix`.
+    pub fn prefix(prefix: &[u8]) -> Self {
+        let end = successor(prefix).map_or(Bound::Unbounded, Bound::Excluded);
+        Self {
+            start: Bound::Included(prefix.to_vec()),
+            end,
+        }
+    }
+
+    /// `start <= key < end`.
+    pub fn between(start: &[u8], end: &[u8]) -> Self {
+        Self {
+            start: Bound::Included(start.to_vec()),
+            end: Bound::Excluded(end.to_vec()),
+        }
+    }
+
+    /// Keys at or after `start`.
+    pub fn from(start: &[u8]) -> Self {
+        Self {
+            start: Bound::Included(start.to_vec()),
+            end: Bound::Unbounded,
+        }
+    }
+}
+
+/// The smallest byte string greater than every string with prefix `p`, if there is one.
+fn successor(p: &[u8]) -> Option<Vec<u8>> {
+    let mut s = p.to_vec();
+    while let Some(last) = s.pop() {
+        if last < 0xff {
+            s.push(last + 1);
+            return Some(s);
+        }
+    }
+    None
+}
+
+/// One operation of a [`Batch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchOp {
+    /// Insert or overwrite.
+    Put {
+        /// Table.
+        table: &'static str,
+        /// Key.
+        key: Vec<u8>,
+        /// Value.
+        value: Vec<u8>,
+    },
+    /// Delete (a missing key is not an error).
+    Delete {
+        /// Table.
+        table: &'static str,
+        /// Key.
+        key: Vec<u8>,
+    },
+}
+
+/// Puts and deletes applied all together or not at all. Later operations on the same key win.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Batch {
+    ops: Vec<BatchOp>,
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a put.
+    pub fn put(
+        &mut self,
+        table: &'static str,
+        key: impl Into<Vec<u8>>,
+        value: impl Into<Vec<u8>>,
+    ) -> &mut Self {
+        self.ops.push(BatchOp::Put {
+            table,
+            key: key.into(),
+            value: value.into(),
+        });
+        self
+    }
+
+    /// Adds a delete.
+    pub fn delete(&mut self, table: &'static str, key: impl Into<Vec<u8>>) -> &mut Self {
+        self.ops.push(BatchOp::Delete {
+            table,
+            key: key.into(),
+        });
+        self
+    }
+
+    /// Number of operations.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Whether the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// The operations, in order.
+    pub fn ops(&self) -> &[BatchOp] {
+        &self.ops
+    }
+}
+
+/// Size of a table: what quotas are computed from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableStats {
+    /// Number of entries.
+    pub entries: u64,
+    /// Sum of key and value lengths, in bytes (logical size, not file size).
+    pub bytes: u64,
+}
+
+/// A migration's rewrite: `(key, value)` to the new entry, or `None` to delete it.
+pub type RewriteFn = fn(&[u8], &[u8]) -> Option<(Vec<u8>, Vec<u8>)>;
+
+/// A step of a [`Migration`].
+#[derive(Debug, Clone, Copy)]
+pub enum MigrationStep {
+    /// Deletes a table's entries.
+    DropTable(&'static str),
+    /// Moves every entry of `from` into `to` (overwriting equal keys).
+    RenameTable {
+        /// Source table.
+        from: &'static str,
+        /// Destination table.
+        to: &'static str,
+    },
+    /// Rewrites every entry of a table: `f(key, value)` returns the new entry, or `None` to
+    /// delete it. The new key may differ (re-keying an index).
+    Rewrite {
+        /// Table to rewrite.
+        table: &'static str,
+        /// The rewrite function.
+        f: RewriteFn,
+    },
+}
+
+/// The changes that take a store from `to_version - 1` to `to_version`. Applied in one atomic
+/// batch together with the new version number: a crash leaves the store at the old version or
+/// the new one, never between.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    /// Version the store is at after this migration.
+    pub to_version: u32,
+    /// What it does, for logs.
+    pub description: &'static str,
+    /// Its steps, in order.
+    pub steps: &'static [MigrationStep],
+}
+
+/// The tables a store has and the version of their layout.
+#[derive(Debug, Clone, Copy)]
+pub struct Schema {
+    /// Current version (at least 1). A store at an older version is migrated on open.
+    pub version: u32,
+    /// Tables that exist at this version. Tables not listed are refused.
+    pub tables: &'static [&'static str],
+    /// Migrations to every version from 2 up to `version`, in order.
+    pub migrations: &'static [Migration],
+}
+
+impl Schema {
+    /// Checks the schema's own consistency.
+    ///
+    /// # Errors
+    /// [`KvError::InvalidSchema`] describing the first problem found.
+    pub fn validate(&self) -> Result<(), KvError> {
+        if self.version == 0 {
+            return Err(KvError::InvalidSchema("version must be at least 1".into()));
+        }
+        for t in self.tables {
+            validate_table_name(t)?;
+        }
+        let mut expected = 2;
+        for m in self.migrations {
+            if m.to_version != expected {
+                return Err(KvError::InvalidSchema(format!(
+                    "migrations must go to versions 2, 3, ... in order; found {} where {expected} was expected",
+                    m.to_version
+                )));
+            }
+            expected += 1;
+        }
+        if self.version > 1 && expected - 1 != self.version {
+            return Err(KvError::InvalidSchema(format!(
+                "schema version {} needs migrations up to it; they end at {}",
+                self.version,
+                expected - 1
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn validate_table_name(t: &str) -> Result<(), KvError> {
+    let ok = !t.is_empty()
+        && t.len() <= MAX_TABLE_NAME_LEN
+        && !t.starts_with("__")
+        && t.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-' || b == b'/'
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(KvError::InvalidSchema(format!(
+            "table name {t:?} must be 1-{MAX_TABLE_NAME_LEN} bytes of [a-z0-9_/-] and not start with __"
+        )))
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// The trait domain crates use.
+
+/// Ordered key-value storage with named tables. See the module docs.
+///
+/// Object safe: domain crates may hold an `Arc<dyn KvStore>`.
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+pub trait KvStore: MaybeSend + MaybeSync {
+    /// The value under `key`, if any.
+    async fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, KvError>;
+
+    /// Up to `limit` entries of `range`, in key order or reverse key order, read from one
+    /// consistent snapshot.
+    async fn range(
+        &self,
+        table: &str,
+        range: KeyRange,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, KvError>;
+
+    /// Applies every operation of `batch`, or none of them. Durable when it returns.
+    async fn apply(&self, batch: Batch) -> Result<(), KvError>;
+
+    /// Entries and bytes of a table.
+    async fn stats(&self, table: &str) -> Result<TableStats, KvError>;
+
+    /// The schema version the store is at.
+    fn schema_version(&self) -> u32;
+
+    /// Flushes anything pending and closes the store; later calls fail with
+    /// [`KvError::Closed`].
+    async fn close(&self) -> Result<(), KvError>;
+
+    /// Puts one entry.
+    async fn put(&self, table: &'static str, key: &[u8], value: &[u8]) -> Result<(), KvError> {
+        let mut b = Batch::new();
+        b.put(table, key, value);
+        self.apply(b).await
+    }
+
+    /// Deletes one entry.
+    async fn delete(&self, table: &'static str, key: &[u8]) -> Result<(), KvError> {
+        let mut b = Batch::new();
+        b.delete(table, key);
+        self.apply(b).await
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// What a backend implements.
+
+/// An operation on the backend's flat keyspace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RawOp {
+    /// Insert or overwrite.
+    Put(Vec<u8>, Vec<u8>),
+    /// Delete one key.
+    Delete(Vec<u8>),
+    /// Delete every key in `[start, end)`.
+    DeleteRange(Vec<u8>, Vec<u8>),
+}
+
+/// A flat, ordered byte keyspace (keys compare as unsigned bytes, shorter prefix first).
+/// Implemented once per storage technology; [`Store`] builds tables, accounting and schema on it.
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+pub trait KvBackend: MaybeSend + MaybeSync + 'static {
+    /// Name for errors and logs, e.g. `"redb"`.
+    fn name(&self) -> &'static str;
+
+    /// The value under `key`.
+    async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, KvError>;
+
+    /// Up to `limit` entries with `start <= key < end` (`start` exclusive if `start_exclusive`,
+    /// `end` inclusive if `end_inclusive`), from one consistent snapshot.
+    async fn range(
+        &self,
+        start: &[u8],
+        start_exclusive: bool,
+        end: &[u8],
+        end_inclusive: bool,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, KvError>;
+
+    /// Applies all operations atomically and durably, in order.
+    async fn apply(&self, ops: Vec<RawOp>) -> Result<(), KvError>;
+
+    /// Releases the backend's resources. Default: nothing to do.
+    async fn close(&self) -> Result<(), KvError> {
+        Ok(())
+    }
+}
+
+/// `u8(len(table)) || table`: the prefix of every key of `table` in the backend.
+fn table_prefix(table: &str) -> Vec<u8> {
+    let mut p = Vec::with_capacity(table.len() + 1);
+    // Table names are at most 64 bytes (validated).
+    #[allow(clippy::cast_possible_truncation)]
+    p.push(table.len() as u8);
+    p.extend_from_slice(table.as_bytes());
+    p
+}
+
+fn raw_key(table: &str, key: &[u8]) -> Vec<u8> {
+    let mut k = table_prefix(table);
+    k.extend_from_slice(key);
+    k
+}
+
+/// Backend bounds for `range` within `table`: `(start, start_exclusive, end, end_inclusive)`.
+fn raw_bounds(table: &str, range: &KeyRange) -> (Vec<u8>, bool, Vec<u8>, bool) {
+    let prefix = table_prefix(table);
+    let (start, start_exclusive) = match &range.start {
+        Bound::Included(k) => (raw_key(table, k), false),
+        Bound::Excluded(k) => (raw_key(table, k), true),
+        Bound::Unbounded => (prefix.clone(), false),
+    };
+    // The prefix ends in an ASCII byte, so it always has a successor.
+    let table_end = successor(&prefix).unwrap_or_default();
+    let (end, end_inclusive) = match &range.end {
+        Bound::Included(k) => (raw_key(table, k), true),
+        Bound::Excluded(k) => (raw_key(table, k), false),
+        Bound::Unbounded => (table_end, false),
+    };
+    (start, start_exclusive, end, end_inclusive)
+}
+
+fn encode_stats(s: TableStats) -> Vec<u8> {
+    let mut v = Vec::with_capacity(16);
+    v.extend_from_slice(&s.entries.to_le_bytes());
+    v.extend_from_slice(&s.bytes.to_le_bytes());
+    v
+}
+
+fn decode_stats(v: &[u8]) -> Result<TableStats, KvError> {
+    let mut r = mesh_crypto::wire::Reader::new(v);
+    let parsed = (|| {
+        Ok::<_, mesh_crypto::Error>(TableStats {
+            entries: r.u64_le()?,
+            bytes: r.u64_le()?,
+        })
+    })();
+    parsed.map_err(|e| KvError::Corrupt(format!("table statistics: {e}")))
+}
+
+/// Entry size for accounting.
+fn entry_bytes(key_len: usize, value_len: usize) -> u64 {
+    (key_len + value_len) as u64
+}
+
+// ------------------------------------------------------------------------------------------
+// The store.
+
+/// A [`KvStore`] over any [`KvBackend`]. Writes are serialised (one batch at a time, as in
+/// every embedded database), reads run concurrently with them.
+pub struct Store<B: KvBackend> {
+    backend: Arc<B>,
+    schema: &'static Schema,
+    version: u32,
+    /// Write lock; also guards the in-memory copy of the statistics.
+    writer: tokio::sync::Mutex<HashMap<&'static str, TableStats>>,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl<B: KvBackend> std::fmt::Debug for Store<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend.name())
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: KvBackend> Store<B> {
+    /// Opens a store on `backend`: records the schema version in a new store, migrates an
+    /// older one, refuses a newer one.
+    ///
+    /// # Errors
+    /// [`KvError::InvalidSchema`], [`KvError::SchemaTooNew`], [`KvError::Corrupt`], or a
+    /// backend error.
+    pub async fn open(backend: B, schema: &'static Schema) -> Result<Self, KvError> {
+        schema.validate()?;
+        let backend = Arc::new(backend);
+        let stored = match backend
+            .get(&raw_key(META_TABLE, SCHEMA_VERSION_KEY))
+            .await?
+        {
+            None => None,
+            Some(v) => Some(u32::from_le_bytes(v.as_slice().try_into().map_err(
+                |_| KvError::Corrupt("schema version is not 4 bytes".into()),
+            )?)),
+        };
+        let mut store = Self {
+            backend,
+            schema,
+            version: stored.unwrap_or(schema.version),
+            writer: tokio::sync::Mutex::new(HashMap::new()),
+            closed: std::sync::atomic::AtomicBool::new(false),
+        };
+        match stored {
+            None => {
+                let ops = vec![RawOp::Put(
+                    raw_key(META_TABLE, SCHEMA_VERSION_KEY),
+                    schema.version.to_le_bytes().to_vec(),
+                )];
+                store.backend.apply(ops).await?;
+                tracing::debug!(
+                    backend = store.backend.name(),
+                    version = schema.version,
+                    "new store"
+                );
+            }
+            Some(found) if found > schema.version => {
+                return Err(KvError::SchemaTooNew {
+                    found,
+                    supported: schema.version,
+                });
+            }
+            Some(found) => {
+                for m in schema.migrations.iter().filter(|m| m.to_version > found) {
+                    store.migrate(m).await?;
+                }
+            }
+        }
+        let mut stats = HashMap::new();
+        for t in schema.tables {
+            let s = match store
+                .backend
+                .get(&raw_key(STATS_TABLE, t.as_bytes()))
+                .await?
+            {
+                Some(v) => decode_stats(&v)?,
+                None => TableStats::default(),
+            };
+            stats.insert(*t, s);
+        }
+        *store.writer.get_mut() = stats;
+        Ok(store)
+    }
+
+    /// The backend, e.g. to read its file size.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    fn check_open(&self) -> Result<(), KvError> {
+        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+            Err(KvError::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn declared(&self, table: &str) -> Result<&'static str, KvError> {
+        self.schema
+            .tables
+            .iter()
+            .find(|t| **t == table)
+            .copied()
+            .ok_or_else(|| KvError::UnknownTable(table.to_string()))
+    }
+
+    /// Runs one migration in one atomic batch with its version bump.
+    async fn migrate(&mut self, m: &Migration) -> Result<(), KvError> {
+        tracing::info!(
+            backend = self.backend.name(),
+            to = m.to_version,
+            what = m.description,
+            "migrating store"
+        );
+        // Overlay of this migration's writes: key -> Some(value) or None (deleted).
+        let mut overlay: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>> =
+            std::collections::BTreeMap::new();
+        let mut touched: Vec<&'static str> = Vec::new();
+        for step in m.steps {
+            match *step {
+                MigrationStep::DropTable(t) => {
+                    for (k, _) in self.scan_all(t, &overlay).await? {
+                        overlay.insert(k, None);
+                    }
+                    touched.push(t);
+                }
+                MigrationStep::RenameTable { from, to } => {
+                    for (k, v) in self.scan_all(from, &overlay).await? {
+                        let user_key = k[from.len() + 1..].to_vec();
+                        overlay.insert(k, None);
+                        overlay.insert(raw_key(to, &user_key), Some(v));
+                    }
+                    touched.extend([from, to]);
+                }
+                MigrationStep::Rewrite { table, f } => {
+                    for (k, v) in self.scan_all(table, &overlay).await? {
+                        let user_key = &k[table.len() + 1..];
+                        let new = f(user_key, &v);
+                        overlay.insert(k.clone(), None);
+                        if let Some((nk, nv)) = new {
+                            check_sizes(&nk, &nv)?;
+                            overlay.insert(raw_key(table, &nk), Some(nv));
+                        }
+                    }
+                    touched.push(table);
+                }
+            }
+        }
+        let mut ops: Vec<RawOp> = overlay
+            .iter()
+            .map(|(k, v)| match v {
+                Some(v) => RawOp::Put(k.clone(), v.clone()),
+                None => RawOp::Delete(k.clone()),
+            })
+            .collect();
+        // Recompute the statistics of every touched table from the result.
+        touched.sort_unstable();
+        touched.dedup();
+        for t in touched {
+            let mut s = TableStats::default();
+            for (k, v) in self.scan_all(t, &overlay).await? {
+                s.entries += 1;
+                s.bytes += entry_bytes(k.len() - t.len() - 1, v.len());
+            }
+            ops.push(RawOp::Put(
+                raw_key(STATS_TABLE, t.as_bytes()),
+                encode_stats(s),
+            ));
+        }
+        ops.push(RawOp::Put(
+            raw_key(META_TABLE, SCHEMA_VERSION_KEY),
+            m.to_version.to_le_bytes().to_vec(),
+        ));
+        self.backend.apply(ops).await?;
+        self.version = m.to_version;
+        Ok(())
+    }
+
+    /// Every entry of `table` (raw keys) as the backend holds it with `overlay` applied.
+    async fn scan_all(
+        &self,
+        table: &str,
+        overlay: &std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, KvError> {
+        let (start, _, end, _) = raw_bounds(table, &KeyRange::all());
+        let mut merged: std::collections::BTreeMap<Vec<u8>, Vec<u8>> =
+            std::collections::BTreeMap::new();
+        let mut from = start.clone();
+        let mut exclusive = false;
+        loop {
+            let page = self
+                .backend
+                .range(
+                    &from,
+                    exclusive,
+                    &end,
+                    false,
+                    Direction::Forward,
+                    MIGRATION_PAGE,
+                )
+                .await?;
+            let done = page.len() < MIGRATION_PAGE;
+            if let Some((last, _)) = page.last() {
+                from.clone_from(last);
+                exclusive = true;
+            }
+            merged.extend(page);
+            if done {
+                break;
+            }
+        }
+        for (k, v) in overlay.range(start..end) {
+            match v {
+                Some(v) => {
+                    merged.insert(k.clone(), v.clone());
+                }
+                None => {
+                    merged.remove(k);
+                }
+            }
+        }
+        Ok(merged.into_iter().collect())
+    }
+}
+
+fn check_sizes(key: &[u8], value: &[u8]) -> Result<(), KvError> {
+    if key.len() > MAX_KEY_LEN {
+        return Err(KvError::KeyTooLarge {
+            len: key.len(),
+            max: MAX_KEY_LEN,
+        });
+    }
+    if value.len() > MAX_VALUE_LEN {
+        return Err(KvError::ValueTooLarge {
+            len: value.len(),
+            max: MAX_VALUE_LEN,
+        });
+    }
+    Ok(())
+}
+
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+impl<B: KvBackend> KvStore for Store<B> {
+    async fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
+        self.check_open()?;
+        let table = self.declared(table)?;
+        if key.len() > MAX_KEY_LEN {
+            return Ok(None);
+        }
+        self.backend.get(&raw_key(table, key)).await
+    }
+
+    async fn range(
+        &self,
+        table: &str,
+        range: KeyRange,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, KvError> {
+        self.check_open()?;
+        let table = self.declared(table)?;
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let (start, start_exclusive, end, end_inclusive) = raw_bounds(table, &range);
+        if start > end || (start == end && (start_exclusive || !end_inclusive)) {
+            return Ok(Vec::new());
+        }
+        let strip = table.len() + 1;
+        let mut rows = self
+            .backend
+            .range(
+                &start,
+                start_exclusive,
+                &end,
+                end_inclusive,
+                direction,
+                limit,
+            )
+            .await?;
+        for (k, _) in &mut rows {
+            k.drain(..strip);
+        }
+        Ok(rows)
+    }
+
+    async fn apply(&self, batch: Batch) -> Result<(), KvError> {
+        self.check_open()?;
+        if batch.len() > MAX_BATCH_OPS {
+            return Err(KvError::BatchTooLarge {
+                len: batch.len(),
+                max: MAX_BATCH_OPS,
+            });
+        }
+        // Validate everything before touching the backend: a bad op fails the whole batch.
+        for op in batch.ops() {
+            match op {
+                BatchOp::Put { table, key, value } => {
+                    self.declared(table)?;
+                    check_sizes(key, value)?;
+                }
+                BatchOp::Delete { table, key } => {
+                    self.declared(table)?;
+                    check_sizes(key, &[])?;
+                }
+            }
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut stats = self.writer.lock().await;
+        let mut new_stats = stats.clone();
+        // Size of each touched key as the batch goes (None: absent), to account overwrites.
+        let mut current: HashMap<Vec<u8>, Option<usize>> = HashMap::new();
+        let mut ops = Vec::with_capacity(batch.len() + 4);
+        let mut touched: Vec<&'static str> = Vec::new();
+        for op in batch.ops {
+            let (table, key, value) = match op {
+                BatchOp::Put { table, key, value } => (table, key, Some(value)),
+                BatchOp::Delete { table, key } => (table, key, None),
+            };
+            let raw = raw_key(table, &key);
+            let before = match current.get(&raw) {
+                Some(v) => *v,
+                None => self.backend.get(&raw).await?.map(|v| v.len()),
+            };
+            let s = new_stats.entry(table).or_default();
+            if let Some(old) = before {
+                s.entries -= 1;
+                s.bytes -= entry_bytes(key.len(), old);
+            }
+            let after = value.as_ref().map(Vec::len);
+            if let Some(new) = after {
+                s.entries += 1;
+                s.bytes += entry_bytes(key.len(), new);
+            }
+            current.insert(raw.clone(), after);
+            ops.push(match value {
+                Some(v) => RawOp::Put(raw, v),
+                None => RawOp::Delete(raw),
+            });
+            if !touched.contains(&table) {
+                touched.push(table);
+            }
+        }
+        for t in touched {
+            let s = new_stats.get(t).copied().unwrap_or_default();
+            ops.push(RawOp::Put(
+                raw_key(STATS_TABLE, t.as_bytes()),
+                encode_stats(s),
+            ));
+        }
+        self.backend.apply(ops).await?;
+        *stats = new_stats;
+        Ok(())
+    }
+
+    async fn stats(&self, table: &str) -> Result<TableStats, KvError> {
+        self.check_open()?;
+        let table = self.declared(table)?;
+        Ok(self
+            .writer
+            .lock()
+            .await
+            .get(table)
+            .copied()
+            .unwrap_or_default())
+    }
+
+    fn schema_version(&self) -> u32 {
+        self.version
+    }
+
+    async fn close(&self) -> Result<(), KvError> {
+        // Wait for a batch in flight, then refuse new work.
+        let _guard = self.writer.lock().await;
+        if self.closed.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.backend.close().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn successor_and_prefix_ranges() {
+        assert_eq!(successor(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(successor(&[1, 0xff]), Some(vec![2]));
+        assert_eq!(successor(&[0xff, 0xff]), None);
+        assert_eq!(KeyRange::prefix(&[0xff]).end, Bound::Unbounded);
+    }
+
+    #[test]
+    fn table_prefixes_never_overlap() {
+        // "a" || "b..." must not fall inside table "ab": the length byte separates them.
+        let (s, _, e, _) = raw_bounds("ab", &KeyRange::all());
+        let k = raw_key("a", b"b-key");
+        assert!(!(k >= s && k < e));
+    }
+
+    #[test]
+    fn schema_validation() {
+        const M2: Migration = Migration {
+            to_version: 2,
+            description: "",
+            steps: &[],
+        };
+        const M3: Migration = Migration {
+            to_version: 3,
+            description: "",
+            steps: &[],
+        };
+        let ok = Schema {
+            version: 3,
+            tables: &["a", "b/c"],
+            migrations: &[M2, M3],
+        };
+        assert!(ok.validate().is_ok());
+        let gap = Schema {
+            version: 3,
+            tables: &["a"],
+            migrations: &[M3],
+        };
+        assert!(gap.validate().is_err());
+        let short = Schema {
+            version: 3,
+            tables: &["a"],
+            migrations: &[M2],
+        };
+        assert!(short.validate().is_err());
+        for bad in ["", "__meta", "Upper", "with space", &"x".repeat(65)] {
+            let tables: &'static [&'static str] = Box::leak(
+                vec![Box::leak(bad.to_string().into_boxed_str()) as &str].into_boxed_slice(),
+            );
+            assert!(
+                Schema {
+                    version: 1,
+                    tables,
+                    migrations: &[]
+                }
+                .validate()
+                .is_err(),
+                "{bad:?}"
+            );
+        }
+        assert!(
+            Schema {
+                version: 0,
+                tables: &[],
+                migrations: &[]
+            }
+            .validate()
+            .is_err()
+        );
+    }
+}

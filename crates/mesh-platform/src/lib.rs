@@ -1,0 +1,40 @@
+//! What differs per platform, behind traits, so that protocol crates never see it:
+//!
+//! - [`kv`]: the [`KvStore`](kv::KvStore) trait every domain crate persists through, and the
+//!   [`Store`](kv::Store) that builds tables, size accounting and schema migrations on any
+//!   [`KvBackend`](kv::KvBackend) (SQLite, redb, IndexedDB, memory: crates under `backends/`).
+//! - [`runtime`]: the [`Runtime`](runtime::Runtime) seam (monotonic clock, wall clock, sleep,
+//!   spawn) with a tokio implementation (feature `tokio-runtime`) and a browser one (on wasm32).
+//! - `conformance` (feature `conformance`): the test suite every storage backend runs.
+//!
+//! Traits are `Send + Sync` natively and `?Send` on wasm32, where everything runs on one thread.
+
+#![forbid(unsafe_code)]
+
+pub mod kv;
+pub mod runtime;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+/// `Send` on native targets; nothing on wasm32 (single-threaded, JS values are `!Send`).
+#[cfg(not(target_arch = "wasm32"))]
+pub trait MaybeSend: Send {}
+#[cfg(not(target_arch = "wasm32"))]
+impl<T: Send + ?Sized> MaybeSend for T {}
+/// `Send` on native targets; nothing on wasm32 (single-threaded, JS values are `!Send`).
+#[cfg(target_arch = "wasm32")]
+pub trait MaybeSend {}
+#[cfg(target_arch = "wasm32")]
+impl<T: ?Sized> MaybeSend for T {}
+
+/// `Sync` on native targets; nothing on wasm32.
+#[cfg(not(target_arch = "wasm32"))]
+pub trait MaybeSync: Sync {}
+#[cfg(not(target_arch = "wasm32"))]
+impl<T: Sync + ?Sized> MaybeSync for T {}
+/// `Sync` on native targets; nothing on wasm32.
+#[cfg(target_arch = "wasm32")]
+pub trait MaybeSync {}
+#[cfg(target_arch = "wasm32")]
+impl<T: ?Sized> MaybeSync for T {}
