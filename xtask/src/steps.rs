@@ -11,9 +11,18 @@ const CARGO_DENY_VERSION: &str = "0.20.2";
 /// Directory name cargo-deny expects for the default RustSec database URL.
 const ADVISORY_DB_DIR: &str = "advisory-db-3157b0e258782691";
 /// Library crates that must build for wasm32 (clippy runs on them for that target).
-const WASM_CRATES: &[&str] = &["mesh-crypto"];
+const WASM_CRATES: &[&str] = &[
+    "mesh-crypto",
+    "mesh-platform",
+    "mesh-store-memory",
+    "mesh-store-indexeddb",
+];
 /// Browser test targets: (package, integration test name).
-const WASM_TESTS: &[(&str, &str)] = &[("mesh-crypto", "web")];
+const WASM_TESTS: &[(&str, &str)] = &[
+    ("mesh-crypto", "web"),
+    ("mesh-platform", "web"),
+    ("mesh-store-indexeddb", "web"),
+];
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
 

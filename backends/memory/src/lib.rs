@@ -46,7 +46,8 @@ fn poisoned<T>(_: T) -> KvError {
     }
 }
 
-#[async_trait]
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
 impl KvBackend for MemoryBackend {
     fn name(&self) -> &'static str {
         "memory"

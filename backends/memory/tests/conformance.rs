@@ -1,5 +1,6 @@
 //! The KvStore conformance suite on the memory backend.
 
+#![cfg(not(target_arch = "wasm32"))]
 #![allow(clippy::unwrap_used)] // test code: a panic is a failure
 
 use std::collections::HashMap;
