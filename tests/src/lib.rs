@@ -1,1 +1,4 @@
-//! Integration tests live in `tests/`.
+//! Cross-crate integration, simulation and interop tests for mesh (see `tests/`), and the
+//! helpers they share.
+
+pub mod crash;
