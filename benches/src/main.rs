@@ -6,6 +6,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod crypto;
+mod storage;
 mod timing;
 
 use std::process::ExitCode;
@@ -14,7 +15,7 @@ use std::time::Duration;
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(suite) = args.first() else {
-        eprintln!("usage: mesh-bench crypto [--quick] [--json PATH]");
+        eprintln!("usage: mesh-bench crypto|storage [--quick] [--json PATH]");
         return ExitCode::from(2);
     };
     let quick = args.iter().any(|a| a == "--quick");
@@ -27,10 +28,53 @@ fn main() -> ExitCode {
     } else {
         Duration::from_secs(1)
     };
+    let mut extra = serde_json::Map::new();
     let results = match suite.as_str() {
         "crypto" => crypto::run(budget),
+        "storage" => {
+            let total = if quick { 2 << 20 } else { 64 << 20 };
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("tokio: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let report = rt.block_on(storage::run(total));
+            println!(
+                "baseline: raw file I/O of the same bytes (write + fsync per batch, pread, sequential read)"
+            );
+            print_table(&report.baseline);
+            println!(
+                "\n{:<28} {:>14} {:>14} {:>8}",
+                "file size after writing", "logical bytes", "file bytes", "ratio"
+            );
+            for a in &report.amplification {
+                println!(
+                    "{:<28} {:>14} {:>14} {:>8.2}",
+                    a.what, a.logical_bytes, a.file_bytes, a.ratio
+                );
+            }
+            println!("\nours:");
+            extra.insert(
+                "baseline".into(),
+                serde_json::json!({
+                    "implementation": "raw file I/O of the same bytes (write + fsync per batch, pread, sequential read)",
+                    "results": report.baseline,
+                }),
+            );
+            extra.insert(
+                "amplification".into(),
+                serde_json::json!(report.amplification),
+            );
+            report.ours
+        }
         other => {
-            eprintln!("unknown suite {other}; known: crypto");
+            eprintln!("unknown suite {other}; known: crypto, storage");
             return ExitCode::from(2);
         }
     };
@@ -57,4 +101,22 @@ fn main() -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+fn print_table(results: &[timing::Measurement]) {
+    println!(
+        "{:<36} {:>14} {:>12} {:>10}",
+        "operation", "time/op", "ops/s", "MiB/s"
+    );
+    for m in results {
+        #[allow(clippy::cast_precision_loss)]
+        let mib_s = m.bytes_per_op as f64 / (m.ns_per_op / 1e9) / (1024.0 * 1024.0);
+        println!(
+            "{:<36} {:>11.1} µs {:>12.0} {:>10.1}",
+            m.name,
+            m.ns_per_op / 1e3,
+            1e9 / m.ns_per_op,
+            mib_s
+        );
+    }
 }

@@ -44,9 +44,24 @@ pub(crate) fn run(c: &mut Ci, suite: &str, release: bool, quick: bool) -> Result
             }
             read_json(&String::from_utf8_lossy(&out.stdout))?
         }
-        other => return Err(format!("unknown suite {other}; known: crypto")),
+        // The storage suite measures its raw-file baseline itself, in the same process.
+        "storage" => ours["baseline"].clone(),
+        other => return Err(format!("unknown suite {other}; known: crypto, storage")),
     };
-    let table = compare(&ours, &baseline)?;
+    let mut table = compare(&ours, &baseline)?;
+    if let Some(amp) = ours["amplification"].as_array() {
+        table.push_str("\n| file size after writing | logical bytes | file bytes | file / logical |\n|---|---:|---:|---:|\n");
+        for a in amp {
+            let _ = writeln!(
+                table,
+                "| {} | {} | {} | {:.2} |",
+                a["what"].as_str().unwrap_or("?"),
+                a["logical_bytes"],
+                a["file_bytes"],
+                a["ratio"].as_f64().unwrap_or(f64::NAN)
+            );
+        }
+    }
     println!("{table}");
     let profile = if release { "release" } else { "debug" };
     let doc = format!(

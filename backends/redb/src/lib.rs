@@ -180,6 +180,23 @@ impl KvBackend for RedbBackend {
         .await
     }
 
+    async fn value_lens(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<usize>>, KvError> {
+        let keys = keys.to_vec();
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(err)?;
+            let table = tx.open_table(KV).map_err(err)?;
+            keys.iter()
+                .map(|k| {
+                    Ok(table
+                        .get(k.as_slice())
+                        .map_err(err)?
+                        .map(|v| v.value().len()))
+                })
+                .collect()
+        })
+        .await
+    }
+
     async fn apply(&self, ops: Vec<RawOp>) -> Result<(), KvError> {
         let commit = self.commit;
         self.blocking(move |db| {

@@ -1,7 +1,10 @@
 //! [`KvBackend`] over SQLite through [sqlx](https://docs.rs/sqlx): the mobile default.
 //!
-//! One `WITHOUT ROWID` table `mesh_kv(k BLOB PRIMARY KEY, v BLOB)` holds the flat keyspace
-//! (SQLite compares BLOBs with `memcmp`, shorter first on a tie: the order the trait requires).
+//! One table `mesh_kv(k BLOB NOT NULL UNIQUE, v BLOB NOT NULL)` holds the flat keyspace; its
+//! unique index on `k` orders it (SQLite compares BLOBs with `memcmp`, shorter first on a tie:
+//! the order the trait requires). A rowid table rather than `WITHOUT ROWID`, because the latter
+//! spills every value over ~1 KB into overflow pages (4.5x file size for 1 KiB values, measured
+//! in `docs/STORAGE.md`).
 //! The database runs in WAL mode, so readers proceed while a batch commits; each
 //! [`KvBackend::apply`] is one transaction. `synchronous = FULL` by default, so an acknowledged
 //! batch survives power loss; [`Commit::Fast`] selects `NORMAL` (survives a process crash, may
@@ -97,7 +100,7 @@ impl SqliteBackend {
             .connect_with(connect)
             .await
             .map_err(err)?;
-        sqlx::query("CREATE TABLE IF NOT EXISTS mesh_kv (k BLOB PRIMARY KEY NOT NULL, v BLOB NOT NULL) WITHOUT ROWID")
+        sqlx::query("CREATE TABLE IF NOT EXISTS mesh_kv (k BLOB NOT NULL UNIQUE, v BLOB NOT NULL)")
             .execute(&pool)
             .await
             .map_err(err)?;
@@ -181,6 +184,26 @@ impl KvBackend for SqliteBackend {
                 ))
             })
             .collect()
+    }
+
+    async fn value_lens(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<usize>>, KvError> {
+        // One read transaction for all keys, so the lengths form one snapshot.
+        let mut conn = self.pool.begin().await.map_err(err)?;
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            let row = sqlx::query("SELECT length(v) FROM mesh_kv WHERE k = ?1")
+                .bind(k.as_slice())
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(err)?;
+            out.push(
+                row.map(|r| r.try_get::<i64, _>(0).map_err(err))
+                    .transpose()?
+                    .map(|n| usize::try_from(n).unwrap_or(0)),
+            );
+        }
+        conn.rollback().await.map_err(err)?;
+        Ok(out)
     }
 
     async fn apply(&self, ops: Vec<RawOp>) -> Result<(), KvError> {

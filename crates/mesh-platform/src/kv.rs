@@ -434,6 +434,17 @@ pub trait KvBackend: MaybeSend + MaybeSync + 'static {
     /// Applies all operations atomically and durably, in order.
     async fn apply(&self, ops: Vec<RawOp>) -> Result<(), KvError>;
 
+    /// Lengths of the values under `keys` (`None`: absent), for size accounting before a
+    /// write. The default calls [`KvBackend::get`] per key; backends override it to read all
+    /// keys in one transaction.
+    async fn value_lens(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<usize>>, KvError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            out.push(self.get(k).await?.map(|v| v.len()));
+        }
+        Ok(out)
+    }
+
     /// Releases the backend's resources. Default: nothing to do.
     async fn close(&self) -> Result<(), KvError> {
         Ok(())
@@ -816,20 +827,27 @@ impl<B: KvBackend> KvStore for Store<B> {
         }
         let mut stats = self.writer.lock().await;
         let mut new_stats = stats.clone();
-        // Size of each touched key as the batch goes (None: absent), to account overwrites.
-        let mut current: HashMap<Vec<u8>, Option<usize>> = HashMap::new();
-        let mut ops = Vec::with_capacity(batch.len() + 4);
+        let ops_in: Vec<(&'static str, Vec<u8>, Vec<u8>, Option<Vec<u8>>)> = batch
+            .ops
+            .into_iter()
+            .map(|op| match op {
+                BatchOp::Put { table, key, value } => {
+                    (table, raw_key(table, &key), key, Some(value))
+                }
+                BatchOp::Delete { table, key } => (table, raw_key(table, &key), key, None),
+            })
+            .collect();
+        // Sizes of the touched keys before the batch (one backend read for all of them), then
+        // as the batch goes, to account overwrites and deletes exactly.
+        let mut distinct: Vec<Vec<u8>> = ops_in.iter().map(|(_, raw, _, _)| raw.clone()).collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let lens = self.backend.value_lens(&distinct).await?;
+        let mut current: HashMap<Vec<u8>, Option<usize>> = distinct.into_iter().zip(lens).collect();
+        let mut ops = Vec::with_capacity(ops_in.len() + 4);
         let mut touched: Vec<&'static str> = Vec::new();
-        for op in batch.ops {
-            let (table, key, value) = match op {
-                BatchOp::Put { table, key, value } => (table, key, Some(value)),
-                BatchOp::Delete { table, key } => (table, key, None),
-            };
-            let raw = raw_key(table, &key);
-            let before = match current.get(&raw) {
-                Some(v) => *v,
-                None => self.backend.get(&raw).await?.map(|v| v.len()),
-            };
+        for (table, raw, key, value) in ops_in {
+            let before = current.get(&raw).copied().flatten();
             let s = new_stats.entry(table).or_default();
             if let Some(old) = before {
                 s.entries -= 1;
