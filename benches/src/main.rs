@@ -78,23 +78,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    println!(
-        "{:<16} {:>14} {:>12} {:>10}",
-        "operation", "time/op", "ops/s", "MiB/s"
-    );
-    for m in &results {
-        #[allow(clippy::cast_precision_loss)]
-        let mib_s = m.bytes_per_op as f64 / (m.ns_per_op / 1e9) / (1024.0 * 1024.0);
-        println!(
-            "{:<16} {:>11.1} µs {:>12.0} {:>10.1}",
-            m.name,
-            m.ns_per_op / 1e3,
-            1e9 / m.ns_per_op,
-            mib_s
-        );
-    }
+    print_table(&results);
     if let Some(path) = json {
-        let doc = serde_json::json!({ "suite": suite, "implementation": "mesh", "quick": quick, "results": results });
+        let mut doc = serde_json::json!({ "suite": suite, "implementation": "mesh", "quick": quick, "results": results });
+        if let Some(obj) = doc.as_object_mut() {
+            obj.extend(extra);
+        }
         if let Err(e) = std::fs::write(path, doc.to_string()) {
             eprintln!("cannot write {path}: {e}");
             return ExitCode::FAILURE;

@@ -5,13 +5,21 @@
 //!   [`KvBackend`](kv::KvBackend) (SQLite, redb, IndexedDB, memory: crates under `backends/`).
 //! - [`runtime`]: the [`Runtime`](runtime::Runtime) seam (monotonic clock, wall clock, sleep,
 //!   spawn) with a tokio implementation (feature `tokio-runtime`) and a browser one (on wasm32).
+//! - [`invite`]: signed invites (NFC NDEF record, QR / link), verified on receipt.
+//! - [`keystore`]: the identity key at rest (Argon2id + XChaCha20-Poly1305 through a
+//!   `KvStore`), behind a `SecureStorage` trait that platform keystores implement.
+//! - `pinning` (feature `pinning`, native): a rustls verifier with signed, rotatable pin sets.
 //! - `conformance` (feature `conformance`): the test suite every storage backend runs.
 //!
 //! Traits are `Send + Sync` natively and `?Send` on wasm32, where everything runs on one thread.
 
 #![forbid(unsafe_code)]
 
+pub mod invite;
+pub mod keystore;
 pub mod kv;
+#[cfg(all(feature = "pinning", not(target_arch = "wasm32")))]
+pub mod pinning;
 pub mod runtime;
 
 #[cfg(feature = "conformance")]
