@@ -1,12 +1,15 @@
 """Interop between mesh-crypto (Rust, dryoc) and libsodium (PyNaCl), both directions.
 
   check VECTORS.json   libsodium recomputes every committed vector byte for byte
+  check-platform V.json  the same for invites, keystore secrets and pin sets
   produce              libsodium makes fresh envelopes and records for the Rust side to open
                        (JSON on stdout; read by tests/tests/libsodium_interop.rs)
 """
 
+import base64
 import json
 import os
+import struct
 import sys
 
 import meshsodium as m
@@ -73,6 +76,84 @@ def check(path):
     print("libsodium (PyNaCl %s) checked %d mesh-crypto vectors: all match" % (__import__("nacl").__version__, n))
 
 
+def parse_invite_payload(p):
+    assert p[0] == 1, "invite payload version"
+    n = p[1]
+    name = p[2:2 + n].decode("utf-8")
+    i = 2 + n
+    nonce = p[i:i + 16]
+    i += 16
+    count = p[i]
+    i += 1
+    hints = []
+    for _ in range(count):
+        kind, ln = p[i], p[i + 1]
+        data = p[i + 2:i + 2 + ln]
+        i += 2 + ln
+        hints.append((kind, data))
+    assert i == len(p), "trailing bytes in invite payload"
+    return name, nonce, hints
+
+
+def ndef_record(mime, payload):
+    short = len(payload) < 256
+    header = 0x80 | 0x40 | (0x10 if short else 0) | 0x02
+    length = bytes([len(payload)]) if short else struct.pack(">I", len(payload))
+    return bytes([header, len(mime)]) + length + mime + payload
+
+
+def check_platform(path):
+    v = json.load(open(path))
+    assert v["version"] == 1
+    n = 0
+    for inv in v["invites"]:
+        pk, _, _, _ = m.keypair(unhex(inv["inviter_seed"]))
+        data = unhex(inv["bytes"])
+        author, created, expires, payload, _ = m.verify_record("mesh/invite/v1", data)
+        assert author == pk and created == inv["created_at"] and expires == inv["expires_at"]
+        name, _, hints = parse_invite_payload(payload)
+        assert name == inv["display_name"], "display name"
+        for kind, hint in hints:
+            assert kind in (1, 2) and (kind != 2 or len(hint) == 32)
+        link = "mesh://invite/" + base64.urlsafe_b64encode(data).decode().rstrip("=")
+        assert link == inv["link"], "link form"
+        assert ndef_record(b"application/vnd.mesh.invite", data).hex() == inv["ndef"], "NDEF form"
+        n += 1
+    for ks in v["keystore"]:
+        sealed = unhex(ks["sealed"])
+        body, checksum = sealed[:-32], sealed[-32:]
+        assert m.h256(body) == checksum, "keystore checksum"
+        assert body[0] == 1 and body[1] == 2, "version and algorithm"
+        ops, mem = struct.unpack("<II", body[2:10])
+        assert (ops, mem) == (ks["opslimit"], ks["memlimit"])
+        salt, nonce = body[10:26], body[26:50]
+        (ct_len,) = struct.unpack("<I", body[50:54])
+        ct = body[54:]
+        assert len(ct) == ct_len
+        key = m.s.crypto_pwhash_alg(32, ks["passphrase"].encode(), salt, ops, mem, m.s.crypto_pwhash_ALG_ARGON2ID13)
+        secret = m.s.crypto_aead_xchacha20poly1305_ietf_decrypt(ct, body[:54], nonce, key)
+        assert secret.hex() == ks["secret"], "keystore secret"
+        rebuilt_body = body[:54] + m.s.crypto_aead_xchacha20poly1305_ietf_encrypt(secret, body[:54], nonce, key)
+        assert rebuilt_body + m.h256(rebuilt_body) == sealed, "keystore rebuilt byte for byte"
+        n += 1
+    for ps in v["pin_sets"]:
+        pk, _, _, _ = m.keypair(unhex(ps["signer_seed"]))
+        author, created, expires, payload, _ = m.verify_record("mesh/pin-set/v1", unhex(ps["bytes"]))
+        assert author == pk and (created, expires) == (ps["created_at"], ps["expires_at"])
+        assert payload[0] == 1
+        (seq,) = struct.unpack("<Q", payload[1:9])
+        assert seq == ps["sequence"]
+        i, hosts = 10, []
+        for _ in range(payload[9]):
+            ln = payload[i]
+            hosts.append(payload[i + 1:i + 1 + ln].decode())
+            i += 1 + ln
+        pins = [payload[i + 1 + 32 * k:i + 33 + 32 * k].hex() for k in range(payload[i])]
+        assert hosts == ps["hosts"] and pins == ps["pins"], "pin set contents"
+        n += 1
+    print("libsodium (PyNaCl %s) checked %d mesh-platform vectors: all match" % (__import__("nacl").__version__, n))
+
+
 def produce():
     out = {"envelopes": [], "signed_records": [], "invalid_envelopes": []}
     sender_seed, recipient_seed = os.urandom(32), os.urandom(32)
@@ -102,6 +183,8 @@ def produce():
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "check":
         check(sys.argv[2])
+    elif len(sys.argv) == 3 and sys.argv[1] == "check-platform":
+        check_platform(sys.argv[2])
     elif len(sys.argv) == 2 and sys.argv[1] == "produce":
         produce()
     else:

@@ -10,6 +10,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod bench;
+mod placeholders;
 mod steps;
 
 use std::path::PathBuf;
@@ -25,7 +26,7 @@ const USAGE: &str =
   test-wasm   browser tests (wasm-bindgen-test in headless Chromium)
   interop     libsodium (PyNaCl) checks our vectors; our code opens libsodium's envelopes
   bench       benchmark suites with same-run baselines: crypto
-  vectors     regenerate crates/mesh-crypto/vectors/crypto-v1.json";
+  vectors     regenerate the committed test vectors (crypto-v1.json, platform-v1.json)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -315,6 +315,9 @@ impl Ci {
 
     pub(crate) fn checks(&mut self) {
         self.step("fmt", |c| c.cargo(&["fmt", "--all", "--", "--check"], &[]));
+        self.step("no placeholder keys, pins or signatures", |c| {
+            crate::placeholders::check(&c.root)
+        });
         self.step("clippy (native)", |c| {
             c.cargo(
                 &[
@@ -440,6 +443,18 @@ impl Ci {
                     "interop/python/crypto_interop.py",
                     "check",
                     "crates/mesh-crypto/vectors/crypto-v1.json",
+                ],
+                &[],
+            )
+        });
+        self.step_needing("interop: libsodium checks platform vectors", &needs, |c| {
+            let py = c.venv_python().to_string_lossy().into_owned();
+            c.run(
+                &py,
+                &[
+                    "interop/python/crypto_interop.py",
+                    "check-platform",
+                    "crates/mesh-platform/vectors/platform-v1.json",
                 ],
                 &[],
             )
