@@ -334,12 +334,14 @@ impl Ci {
             )
         });
         self.step_needing("clippy (wasm32)", &["rustup target wasm32"], |c| {
+            // Libraries and their tests; examples and benches are native tools.
             let mut args = vec![
                 "clippy",
                 "--locked",
                 "--target",
                 "wasm32-unknown-unknown",
-                "--all-targets",
+                "--lib",
+                "--tests",
                 "--all-features",
             ];
             for p in WASM_CRATES {
@@ -376,6 +378,13 @@ impl Ci {
                 })
             },
         );
+        self.step("bench smoke (storage, quick)", |c| {
+            crate::bench::run(c, "storage", false, true).map(|()| {
+                Outcome::PassedWithNote(
+                    "numbers not meaningful: debug build, 2 MiB per configuration".into(),
+                )
+            })
+        });
         self.step_needing(
             "cargo deny",
             &["install cargo-deny", "advisory database"],

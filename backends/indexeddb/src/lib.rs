@@ -1,9 +1,9 @@
-//! [`KvBackend`] over the browser's IndexedDB (wasm32 only), through the
+//! `KvBackend` over the browser's IndexedDB (wasm32 only), through the
 //! [idb](https://docs.rs/idb) crate.
 //!
 //! One object store, `kv`, holds the flat keyspace with binary keys (IndexedDB compares binary
 //! keys as unsigned bytes, shorter first on a tie: the order the trait requires) and
-//! `Uint8Array` values. Each [`KvBackend::apply`] is one `readwrite` transaction: it commits
+//! `Uint8Array` values. Each `KvBackend::apply` is one `readwrite` transaction: it commits
 //! whole or is aborted whole. Reads use one `readonly` transaction each, a consistent snapshot.
 //!
 //! On other targets this crate is empty.
@@ -203,6 +203,17 @@ impl KvBackend for IndexedDbBackend {
         } else {
             Err(err("transaction aborted by the browser"))
         }
+    }
+
+    async fn barrier(&self) -> Result<(), KvError> {
+        // readwrite transactions on one store run one after another: an empty one completes
+        // only after every earlier one has.
+        let tx = self
+            .db
+            .transaction(&[STORE], TransactionMode::ReadWrite)
+            .map_err(err)?;
+        tx.commit().map_err(err)?.await.map_err(err)?;
+        Ok(())
     }
 
     async fn close(&self) -> Result<(), KvError> {

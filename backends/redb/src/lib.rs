@@ -6,7 +6,7 @@
 //!
 //! Storage amplification: redb stores a large value in a leaf of a power-of-two number of 4 KiB
 //! pages, so a value just over a power of two takes twice its size (an exactly 64 KiB value takes
-//! 128 KiB). Values up to `64 KiB - 64` bytes fit in 64 KiB; see [`RECOMMENDED_MAX_CHUNK`] and
+//! 128 KiB). Values up to `64 KiB - 128` bytes fit in 64 KiB with their key; see [`RECOMMENDED_MAX_CHUNK`] and
 //! `docs/STORAGE.md` for the measurements.
 
 #![forbid(unsafe_code)]
@@ -224,6 +224,16 @@ impl KvBackend for RedbBackend {
             }
             // Dropping an uncommitted transaction aborts it: an error above applies nothing.
             tx.commit().map_err(err)
+        })
+        .await
+    }
+
+    async fn barrier(&self) -> Result<(), KvError> {
+        // redb has one writer at a time: beginning (and dropping) a write transaction waits for
+        // any commit still running on the blocking pool.
+        self.blocking(|db| {
+            drop(db.begin_write().map_err(err)?);
+            Ok(())
         })
         .await
     }

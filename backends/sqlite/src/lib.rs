@@ -239,6 +239,21 @@ impl KvBackend for SqliteBackend {
         tx.commit().await.map_err(err)
     }
 
+    async fn barrier(&self) -> Result<(), KvError> {
+        // BEGIN IMMEDIATE takes SQLite's write lock, so it waits (up to the busy timeout) for a
+        // commit still in flight on another connection.
+        let mut conn = self.pool.acquire().await.map_err(err)?;
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *conn)
+            .await
+            .map_err(err)?;
+        sqlx::query("ROLLBACK")
+            .execute(&mut *conn)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
     async fn close(&self) -> Result<(), KvError> {
         self.pool.close().await;
         Ok(())

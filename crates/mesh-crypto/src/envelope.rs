@@ -155,11 +155,7 @@ fn seal_inner(
     out.resize(HEADER_LEN + ct_len, 0);
     let (header, ciphertext) = out.split_at_mut(HEADER_LEN);
     crypto_aead_xchacha20poly1305_ietf_encrypt(ciphertext, plaintext, Some(header), nonce, &key)
-        .map_err(|_| Error::TooLarge {
-            what: "envelope plaintext",
-            len: plaintext.len(),
-            max: MAX_PLAINTEXT_LEN,
-        })?;
+        .map_err(|_| Error::Malformed("the AEAD refused the plaintext"))?;
     let id = envelope_id(&out);
     let signature = sender.sign_digest(&id);
     out.extend_from_slice(&signature.0);

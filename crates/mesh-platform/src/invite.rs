@@ -513,6 +513,21 @@ mod tests {
     }
 
     #[test]
+    fn the_largest_invite_the_format_allows_round_trips() {
+        let alice = Identity::from_seed(&[1; 32]);
+        let url = format!("https://{}", "a".repeat(MAX_HINT_LEN - 8));
+        let hints = vec![BootstrapHint::Signaling(url); MAX_HINTS];
+        let name = "n".repeat(MAX_DISPLAY_NAME_LEN);
+        let invite = Invite::create(&alice, &name, hints, NOW, 1000).unwrap();
+        assert_eq!(
+            invite.as_bytes().len(),
+            mesh_crypto::SIGNED_HEADER_LEN + MAX_INVITE_PAYLOAD_LEN + 64
+        );
+        assert_eq!(Invite::from_ndef(&invite.to_ndef(), NOW).unwrap(), invite);
+        assert_eq!(Invite::from_link(&invite.to_link(), NOW).unwrap(), invite);
+    }
+
+    #[test]
     fn long_payloads_use_the_long_ndef_form() {
         let alice = Identity::from_seed(&[1; 32]);
         let hints = vec![BootstrapHint::Signaling(format!("https://{}", "a".repeat(200))); 2];

@@ -309,6 +309,17 @@ impl Schema {
         }
         let mut expected = 2;
         for m in self.migrations {
+            for step in m.steps {
+                match step {
+                    MigrationStep::DropTable(t) | MigrationStep::Rewrite { table: t, .. } => {
+                        validate_table_name(t)?;
+                    }
+                    MigrationStep::RenameTable { from, to } => {
+                        validate_table_name(from)?;
+                        validate_table_name(to)?;
+                    }
+                }
+            }
             if m.to_version != expected {
                 return Err(KvError::InvalidSchema(format!(
                     "migrations must go to versions 2, 3, ... in order; found {} where {expected} was expected",
@@ -317,7 +328,7 @@ impl Schema {
             }
             expected += 1;
         }
-        if self.version > 1 && expected - 1 != self.version {
+        if expected - 1 != self.version {
             return Err(KvError::InvalidSchema(format!(
                 "schema version {} needs migrations up to it; they end at {}",
                 self.version,
@@ -445,6 +456,14 @@ pub trait KvBackend: MaybeSend + MaybeSync + 'static {
         Ok(out)
     }
 
+    /// Waits until every write started before this call has finished (committed or rolled
+    /// back), including one whose `apply` future was dropped mid-commit. `Store` calls it
+    /// before trusting the store again after such a cancellation. Default: nothing to wait for
+    /// (an `apply` that completes within one poll).
+    async fn barrier(&self) -> Result<(), KvError> {
+        Ok(())
+    }
+
     /// Releases the backend's resources. Default: nothing to do.
     async fn close(&self) -> Result<(), KvError> {
         Ok(())
@@ -495,10 +514,12 @@ fn encode_stats(s: TableStats) -> Vec<u8> {
 fn decode_stats(v: &[u8]) -> Result<TableStats, KvError> {
     let mut r = mesh_crypto::wire::Reader::new(v);
     let parsed = (|| {
-        Ok::<_, mesh_crypto::Error>(TableStats {
+        let s = TableStats {
             entries: r.u64_le()?,
             bytes: r.u64_le()?,
-        })
+        };
+        r.finish()?;
+        Ok::<_, mesh_crypto::Error>(s)
     })();
     parsed.map_err(|e| KvError::Corrupt(format!("table statistics: {e}")))
 }
@@ -518,8 +539,17 @@ pub struct Store<B: KvBackend> {
     schema: &'static Schema,
     version: u32,
     /// Write lock; also guards the in-memory copy of the statistics.
-    writer: tokio::sync::Mutex<HashMap<&'static str, TableStats>>,
+    writer: tokio::sync::Mutex<WriterState>,
     closed: std::sync::atomic::AtomicBool,
+}
+
+/// The statistics as last committed, and whether a write may have committed without them
+/// being updated here (its future was dropped, or the backend reported an error after which
+/// the commit's fate is unknown). A dirty copy is reloaded from the store before it is used.
+#[derive(Default)]
+struct WriterState {
+    stats: HashMap<&'static str, TableStats>,
+    dirty: bool,
 }
 
 impl<B: KvBackend> std::fmt::Debug for Store<B> {
@@ -554,7 +584,7 @@ impl<B: KvBackend> Store<B> {
             backend,
             schema,
             version: stored.unwrap_or(schema.version),
-            writer: tokio::sync::Mutex::new(HashMap::new()),
+            writer: tokio::sync::Mutex::new(WriterState::default()),
             closed: std::sync::atomic::AtomicBool::new(false),
         };
         match stored {
@@ -582,9 +612,15 @@ impl<B: KvBackend> Store<B> {
                 }
             }
         }
+        store.writer.get_mut().stats = store.load_stats().await?;
+        Ok(store)
+    }
+
+    /// Reads every declared table's statistics from the store.
+    async fn load_stats(&self) -> Result<HashMap<&'static str, TableStats>, KvError> {
         let mut stats = HashMap::new();
-        for t in schema.tables {
-            let s = match store
+        for t in self.schema.tables {
+            let s = match self
                 .backend
                 .get(&raw_key(STATS_TABLE, t.as_bytes()))
                 .await?
@@ -594,8 +630,21 @@ impl<B: KvBackend> Store<B> {
             };
             stats.insert(*t, s);
         }
-        *store.writer.get_mut() = stats;
-        Ok(store)
+        Ok(stats)
+    }
+
+    /// The committed statistics, reloaded first if an earlier write left them uncertain.
+    async fn fresh_stats<'a>(
+        &self,
+        state: &'a mut WriterState,
+    ) -> Result<&'a mut HashMap<&'static str, TableStats>, KvError> {
+        if state.dirty {
+            // A cancelled or failed write may still be committing: wait for it, then reread.
+            self.backend.barrier().await?;
+            state.stats = self.load_stats().await?;
+            state.dirty = false;
+        }
+        Ok(&mut state.stats)
     }
 
     /// The backend, e.g. to read its file size.
@@ -649,14 +698,26 @@ impl<B: KvBackend> Store<B> {
                     touched.extend([from, to]);
                 }
                 MigrationStep::Rewrite { table, f } => {
-                    for (k, v) in self.scan_all(table, &overlay).await? {
-                        let user_key = &k[table.len() + 1..];
-                        let new = f(user_key, &v);
-                        overlay.insert(k.clone(), None);
-                        if let Some((nk, nv)) = new {
+                    // Two passes: compute every new entry from the old table, then replace the
+                    // table, so a new key equal to a not-yet-rewritten old key loses nothing.
+                    let old = self.scan_all(table, &overlay).await?;
+                    let mut new_entries = std::collections::BTreeMap::new();
+                    for (k, v) in &old {
+                        if let Some((nk, nv)) = f(&k[table.len() + 1..], v) {
                             check_sizes(&nk, &nv)?;
-                            overlay.insert(raw_key(table, &nk), Some(nv));
+                            if new_entries.insert(raw_key(table, &nk), nv).is_some() {
+                                return Err(KvError::InvalidSchema(format!(
+                                    "migration to version {}: rewrite of {table} maps two entries to one key",
+                                    m.to_version
+                                )));
+                            }
                         }
+                    }
+                    for (k, _) in old {
+                        overlay.insert(k, None);
+                    }
+                    for (k, v) in new_entries {
+                        overlay.insert(k, Some(v));
                     }
                     touched.push(table);
                 }
@@ -825,8 +886,10 @@ impl<B: KvBackend> KvStore for Store<B> {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut stats = self.writer.lock().await;
-        let mut new_stats = stats.clone();
+        let mut state = self.writer.lock().await;
+        // close() may have run while this batch waited for the lock.
+        self.check_open()?;
+        let mut new_stats = self.fresh_stats(&mut state).await?.clone();
         let ops_in: Vec<(&'static str, Vec<u8>, Vec<u8>, Option<Vec<u8>>)> = batch
             .ops
             .into_iter()
@@ -850,8 +913,13 @@ impl<B: KvBackend> KvStore for Store<B> {
             let before = current.get(&raw).copied().flatten();
             let s = new_stats.entry(table).or_default();
             if let Some(old) = before {
-                s.entries -= 1;
-                s.bytes -= entry_bytes(key.len(), old);
+                s.entries = s.entries.checked_sub(1).ok_or_else(|| {
+                    KvError::Corrupt(format!("entry count of {table} below zero"))
+                })?;
+                s.bytes = s
+                    .bytes
+                    .checked_sub(entry_bytes(key.len(), old))
+                    .ok_or_else(|| KvError::Corrupt(format!("byte count of {table} below zero")))?;
             }
             let after = value.as_ref().map(Vec::len);
             if let Some(new) = after {
@@ -874,18 +942,22 @@ impl<B: KvBackend> KvStore for Store<B> {
                 encode_stats(s),
             ));
         }
+        // If this future is dropped or the backend fails mid-commit, the batch may or may not
+        // be on disk: mark the copy dirty until the outcome is known.
+        state.dirty = true;
         self.backend.apply(ops).await?;
-        *stats = new_stats;
+        state.stats = new_stats;
+        state.dirty = false;
         Ok(())
     }
 
     async fn stats(&self, table: &str) -> Result<TableStats, KvError> {
         self.check_open()?;
         let table = self.declared(table)?;
+        let mut state = self.writer.lock().await;
         Ok(self
-            .writer
-            .lock()
-            .await
+            .fresh_stats(&mut state)
+            .await?
             .get(table)
             .copied()
             .unwrap_or_default())

@@ -73,6 +73,9 @@ pub enum PinError {
     /// A pin set that breaks the rules (too few pins, all-zero pin, bad host name, ...).
     #[error("pin set refused: {0}")]
     Rules(&'static str),
+    /// The pin policy's lock was poisoned by a panic elsewhere; nothing was changed.
+    #[error("pin policy unavailable: a thread panicked while holding it")]
+    Poisoned,
     /// The certificate could not be parsed.
     #[error("cannot parse certificate: {0}")]
     Certificate(String),
@@ -314,10 +317,7 @@ impl PinPolicy {
             return Err(PinError::WrongSigner(*set.author()));
         }
         set.payload().check_rules()?;
-        let mut active = self
-            .active
-            .write()
-            .map_err(|_| PinError::Rules("pin policy lock poisoned"))?;
+        let mut active = self.active.write().map_err(|_| PinError::Poisoned)?;
         if let Some(current) = active.as_ref()
             && set.payload().sequence <= current.payload().sequence
         {

@@ -2,7 +2,7 @@
 //!
 //! Protocol cores are sans-IO and take `now` as an argument; their async drivers get the time,
 //! timers and task spawning from a [`Runtime`]. [`TokioRuntime`] serves native targets (feature
-//! `tokio-runtime`); [`WasmRuntime`] serves the browser (`performance.now()`, `setTimeout`,
+//! `tokio-runtime`); `WasmRuntime` serves the browser (`performance.now()`, `setTimeout`,
 //! `spawn_local`). A simulator supplies its own virtual-time implementation.
 
 use std::future::Future;
