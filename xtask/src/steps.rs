@@ -351,7 +351,17 @@ impl Ci {
             c.cargo(&args, &[])
         });
         self.step("test (native)", |c| {
-            c.cargo(&["test", "--locked", "--workspace", "--all-features"], &[])
+            // --no-fail-fast: every test binary runs, so the summary counts all failures.
+            c.cargo(
+                &[
+                    "test",
+                    "--locked",
+                    "--workspace",
+                    "--all-features",
+                    "--no-fail-fast",
+                ],
+                &[],
+            )
         });
         self.step("rustdoc", |c| {
             c.cargo(

@@ -21,9 +21,9 @@ pub const MAX_HINTS: usize = 8;
 pub const MAX_HINT_LEN: usize = 255;
 /// Length of the invite nonce.
 pub const INVITE_NONCE_LEN: usize = 16;
-/// Longest encoded invite payload.
+/// Longest encoded invite payload: version, name length, name, nonce, hint count, hints.
 pub const MAX_INVITE_PAYLOAD_LEN: usize =
-    1 + MAX_DISPLAY_NAME_LEN + INVITE_NONCE_LEN + 1 + MAX_HINTS * (2 + MAX_HINT_LEN);
+    1 + 1 + MAX_DISPLAY_NAME_LEN + INVITE_NONCE_LEN + 1 + MAX_HINTS * (2 + MAX_HINT_LEN);
 /// MIME type of the NFC NDEF record that carries an invite.
 pub const NFC_MIME_TYPE: &str = "application/vnd.mesh.invite";
 /// Prefix of the link / QR form.
