@@ -377,6 +377,11 @@ impl Ci {
         });
         self.test_wasm();
         self.interop();
+        self.smoke_and_deny();
+    }
+
+    /// Benchmark smoke runs and cargo-deny.
+    fn smoke_and_deny(&mut self) {
         self.step_needing(
             "bench smoke (crypto, quick)",
             &["python venv with PyNaCl"],
