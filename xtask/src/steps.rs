@@ -14,6 +14,7 @@ const ADVISORY_DB_DIR: &str = "advisory-db-3157b0e258782691";
 const WASM_CRATES: &[&str] = &[
     "mesh-crypto",
     "mesh-platform",
+    "mesh-transport",
     "mesh-store-memory",
     "mesh-store-indexeddb",
 ];

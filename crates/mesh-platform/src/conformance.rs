@@ -643,39 +643,71 @@ pub async fn migration_rekeys_without_loss<F: StoreFactory>(f: &F) {
 /// A write whose future is dropped mid-flight (a timeout, a `select!`) leaves the statistics
 /// exact: whatever the backend did with the batch, the counts match the data.
 pub async fn cancelled_write_keeps_stats_exact<F: StoreFactory>(f: &F) {
-    use futures_util::FutureExt;
     let s = f.open("cancel", &SCHEMA_V1).await.unwrap();
-    for round in 0u8..5 {
+    // Cancel after 1, 2, ... polls, so that some rounds drop the write while the backend is
+    // committing it on another thread.
+    for round in 0u8..40 {
         let key = [round];
-        // Poll once, then drop: on a backend that commits on another thread the batch may
-        // still land after this.
-        let _ = s.put("items", &key, &[0; 100]).now_or_never();
-        let counted = s
-            .range("items", KeyRange::all(), Direction::Forward, 100)
-            .await
-            .unwrap();
+        poll_then_drop(s.put("items", &key, &[0; 100]), usize::from(round) + 1).await;
+        // stats() first: it waits for a cancelled write still in flight, so the scan after it
+        // sees the data the counts describe.
         let stats = s.stats("items").await.unwrap();
         let rows = s
             .range("items", KeyRange::all(), Direction::Forward, 100)
             .await
             .unwrap();
         assert_eq!(
-            counted.len(),
-            rows.len(),
-            "a cancelled write landed between two reads after stats()"
-        );
-        assert_eq!(
             stats.entries,
             rows.len() as u64,
             "round {round}: stats disagree with the data"
         );
+        assert_eq!(
+            stats.bytes,
+            rows.len() as u64 * 101,
+            "round {round}: byte count"
+        );
         s.delete("items", &key).await.unwrap();
+        let left = rows.len() as u64 - u64::from(rows.iter().any(|(k, _)| k == &key));
         assert_eq!(
             s.stats("items").await.unwrap().entries,
-            stats.entries - u64::from(rows.iter().any(|(k, _)| k == &key))
+            left,
+            "round {round}: after delete"
         );
     }
     s.close().await.unwrap();
+}
+
+/// Polls `fut` up to `polls` times, yielding in between, then drops it if it is not done.
+async fn poll_then_drop<T>(fut: impl std::future::Future<Output = T>, polls: usize) {
+    let mut fut = std::pin::pin!(fut);
+    for _ in 0..polls {
+        let done =
+            std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx).is_ready()))
+                .await;
+        if done {
+            return;
+        }
+        YieldOnce(false).await;
+    }
+}
+
+/// Returns `Pending` once (waking itself), then `Ready`: lets other work run.
+struct YieldOnce(bool);
+
+impl std::future::Future for YieldOnce {
+    type Output = ();
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            std::task::Poll::Ready(())
+        } else {
+            self.0 = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    }
 }
 
 /// Expands to one test per conformance case, with the given test attribute.

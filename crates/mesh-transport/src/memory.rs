@@ -1,0 +1,380 @@
+//! An in-process [`Transport`]: links are bounded channels with configurable latency and loss,
+//! authenticated by the handshake and encrypted like any link without its own security.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use mesh_crypto::{Identity, PeerId};
+use mesh_platform::runtime::Runtime;
+use tokio::sync::mpsc;
+
+use crate::frame::Control;
+use crate::handshake::{Initiator, Responder};
+use crate::quality::{ConnectionQuality, QualityTracker};
+use crate::secure::{Opener, Sealer};
+use crate::{Connection, Frame, ProtocolId, Transport, TransportError, TransportKind};
+
+/// Most messages queued in one direction of a link.
+pub const MAX_QUEUE: usize = 4096;
+/// How long a handshake may take before the link is dropped.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most links waiting to be accepted per listener.
+pub const MAX_PENDING_ACCEPTS: usize = 64;
+
+/// Link properties of a [`MemoryNetwork`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LinkConfig {
+    /// One-way delay of every message.
+    pub latency: Duration,
+    /// Probability that a frame is lost after the handshake (0.0 to 1.0).
+    pub loss: f64,
+    /// Messages queued per direction before `send` waits (1 to [`MAX_QUEUE`]).
+    pub queue: usize,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        Self {
+            latency: Duration::ZERO,
+            loss: 0.0,
+            queue: 64,
+        }
+    }
+}
+
+struct Packet {
+    deliver_at: Duration,
+    bytes: Vec<u8>,
+}
+
+struct RawLink {
+    tx: mpsc::Sender<Packet>,
+    rx: mpsc::Receiver<Packet>,
+}
+
+/// The "network": addresses to listeners.
+pub struct MemoryNetwork<R: Runtime> {
+    runtime: R,
+    config: LinkConfig,
+    listeners: Mutex<HashMap<String, mpsc::Sender<RawLink>>>,
+}
+
+impl<R: Runtime> std::fmt::Debug for MemoryNetwork<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryNetwork")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Runtime> MemoryNetwork<R> {
+    /// A network whose links all have `config`.
+    pub fn new(runtime: R, config: LinkConfig) -> Arc<Self> {
+        let config = LinkConfig {
+            queue: config.queue.clamp(1, MAX_QUEUE),
+            loss: config.loss.clamp(0.0, 1.0),
+            ..config
+        };
+        Arc::new(Self {
+            runtime,
+            config,
+            listeners: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A transport for `identity` listening at `address`.
+    ///
+    /// # Errors
+    /// [`TransportError::Unreachable`] if the address is taken.
+    pub fn transport(
+        self: &Arc<Self>,
+        identity: Arc<Identity>,
+        address: &str,
+    ) -> Result<MemoryTransport<R>, TransportError> {
+        let (tx, rx) = mpsc::channel(MAX_PENDING_ACCEPTS);
+        let mut listeners = self.listeners.lock().map_err(|_| TransportError::Closed)?;
+        if listeners.contains_key(address) {
+            return Err(TransportError::Unreachable(format!(
+                "address {address} already in use"
+            )));
+        }
+        listeners.insert(address.to_string(), tx);
+        Ok(MemoryTransport {
+            net: Arc::clone(self),
+            identity,
+            incoming: tokio::sync::Mutex::new(rx),
+        })
+    }
+
+    fn link(&self) -> (RawLink, RawLink) {
+        let (a_tx, b_rx) = mpsc::channel(self.config.queue);
+        let (b_tx, a_rx) = mpsc::channel(self.config.queue);
+        (
+            RawLink { tx: a_tx, rx: a_rx },
+            RawLink { tx: b_tx, rx: b_rx },
+        )
+    }
+}
+
+/// One peer's endpoint on a [`MemoryNetwork`].
+pub struct MemoryTransport<R: Runtime> {
+    net: Arc<MemoryNetwork<R>>,
+    identity: Arc<Identity>,
+    incoming: tokio::sync::Mutex<mpsc::Receiver<RawLink>>,
+}
+
+impl<R: Runtime> std::fmt::Debug for MemoryTransport<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryTransport")
+            .field("peer", &self.identity.peer_id())
+            .finish_non_exhaustive()
+    }
+}
+
+async fn raw_recv<R: Runtime>(runtime: &R, link: &mut RawLink) -> Result<Vec<u8>, TransportError> {
+    let timeout = runtime.sleep(HANDSHAKE_TIMEOUT);
+    tokio::select! {
+        p = link.rx.recv() => p.map(|p| p.bytes).ok_or(TransportError::Closed),
+        () = timeout => Err(TransportError::Timeout),
+    }
+}
+
+async fn raw_send(link: &RawLink, bytes: Vec<u8>) -> Result<(), TransportError> {
+    link.tx
+        .send(Packet {
+            deliver_at: Duration::ZERO,
+            bytes,
+        })
+        .await
+        .map_err(|_| TransportError::Closed)
+}
+
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+impl<R: Runtime> Transport for MemoryTransport<R> {
+    type Connection = MemoryConnection<R>;
+
+    fn kind(&self) -> TransportKind {
+        TransportKind::Memory
+    }
+
+    async fn dial(
+        &self,
+        peer: PeerId,
+        address: &str,
+    ) -> Result<MemoryConnection<R>, TransportError> {
+        let listener = self
+            .net
+            .listeners
+            .lock()
+            .map_err(|_| TransportError::Closed)?
+            .get(address)
+            .cloned()
+            .ok_or_else(|| TransportError::Unreachable(address.to_string()))?;
+        let (mut mine, theirs) = self.net.link();
+        listener
+            .send(theirs)
+            .await
+            .map_err(|_| TransportError::Unreachable(address.to_string()))?;
+        let (initiator, m1) = Initiator::start(b"", Some(peer))?;
+        raw_send(&mine, m1).await?;
+        let m2 = raw_recv(&self.net.runtime, &mut mine).await?;
+        let (m3, session) = initiator.on_m2(&self.identity, &m2)?;
+        raw_send(&mine, m3).await?;
+        Ok(MemoryConnection::new(&self.net, mine, session))
+    }
+
+    async fn accept(&self) -> Result<MemoryConnection<R>, TransportError> {
+        loop {
+            let mut link = self
+                .incoming
+                .lock()
+                .await
+                .recv()
+                .await
+                .ok_or(TransportError::Closed)?;
+            let result = async {
+                let m1 = raw_recv(&self.net.runtime, &mut link).await?;
+                let (responder, m2) = Responder::on_m1(&self.identity, b"", &m1)?;
+                raw_send(&link, m2).await?;
+                let m3 = raw_recv(&self.net.runtime, &mut link).await?;
+                Ok::<_, TransportError>(responder.on_m3(&m3)?)
+            }
+            .await;
+            match result {
+                Ok(session) => return Ok(MemoryConnection::new(&self.net, link, session)),
+                // A failed handshake drops that link only; keep accepting others.
+                Err(e) => tracing::debug!(error = %e, "inbound handshake failed"),
+            }
+        }
+    }
+}
+
+/// A link of the memory transport.
+pub struct MemoryConnection<R: Runtime> {
+    remote: PeerId,
+    runtime: R,
+    config: LinkConfig,
+    /// Taken (dropped) on close, which ends the remote's receive loop even if frames are lost.
+    tx: Mutex<Option<mpsc::Sender<Packet>>>,
+    rx: tokio::sync::Mutex<mpsc::Receiver<Packet>>,
+    sealer: Mutex<Sealer>,
+    opener: Mutex<Opener>,
+    tracker: Mutex<QualityTracker>,
+    closed: AtomicBool,
+}
+
+impl<R: Runtime> std::fmt::Debug for MemoryConnection<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryConnection")
+            .field("remote", &self.remote)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lost(p: f64) -> bool {
+    if p <= 0.0 {
+        return false;
+    }
+    let mut b = [0u8; 8];
+    dryoc::rng::copy_randombytes(&mut b);
+    #[allow(clippy::cast_precision_loss)]
+    let x = (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64;
+    x < p
+}
+
+impl<R: Runtime> MemoryConnection<R> {
+    fn new(net: &MemoryNetwork<R>, link: RawLink, session: crate::handshake::Session) -> Self {
+        Self {
+            remote: session.remote,
+            runtime: net.runtime.clone(),
+            config: net.config,
+            tx: Mutex::new(Some(link.tx)),
+            rx: tokio::sync::Mutex::new(link.rx),
+            sealer: Mutex::new(Sealer::new(session.send_key)),
+            opener: Mutex::new(Opener::new(session.recv_key)),
+            tracker: Mutex::new(QualityTracker::new()),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    async fn send_frame(&self, frame: &Frame) -> Result<(), TransportError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(TransportError::Closed);
+        }
+        let sealed = self
+            .sealer
+            .lock()
+            .map_err(|_| TransportError::Closed)?
+            .seal(&frame.encode())?;
+        // Loss applies to data and pings; a close is always delivered.
+        let is_close = frame.protocol == ProtocolId::CONTROL && frame.payload == [3];
+        if !is_close && lost(self.config.loss) {
+            return Ok(());
+        }
+        let deliver_at = self.runtime.monotonic() + self.config.latency;
+        let tx = self
+            .tx
+            .lock()
+            .map_err(|_| TransportError::Closed)?
+            .clone()
+            .ok_or(TransportError::Closed)?;
+        tx.send(Packet {
+            deliver_at,
+            bytes: sealed,
+        })
+        .await
+        .map_err(|_| TransportError::Closed)
+    }
+
+    /// Closes the link after bad input (the remote sees it closed too) and returns the error.
+    fn fail(&self, e: TransportError) -> TransportError {
+        self.closed.store(true, Ordering::Release);
+        if let Ok(mut tx) = self.tx.lock() {
+            tx.take();
+        }
+        e
+    }
+}
+
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+impl<R: Runtime> Connection for MemoryConnection<R> {
+    fn remote(&self) -> PeerId {
+        self.remote
+    }
+
+    fn kind(&self) -> TransportKind {
+        TransportKind::Memory
+    }
+
+    fn quality(&self) -> ConnectionQuality {
+        self.tracker.lock().map(|t| t.quality()).unwrap_or_default()
+    }
+
+    async fn send(&self, frame: Frame) -> Result<(), TransportError> {
+        if frame.protocol == ProtocolId::CONTROL {
+            return Err(TransportError::Malformed(
+                "protocol 0 is reserved for link control",
+            ));
+        }
+        self.send_frame(&frame).await
+    }
+
+    async fn recv(&self) -> Result<Frame, TransportError> {
+        let mut rx = self.rx.lock().await;
+        loop {
+            if self.closed.load(Ordering::Acquire) {
+                return Err(TransportError::Closed);
+            }
+            let packet = rx.recv().await.ok_or(TransportError::Closed)?;
+            let now = self.runtime.monotonic();
+            if packet.deliver_at > now {
+                self.runtime
+                    .sleep(packet.deliver_at.saturating_sub(now))
+                    .await;
+            }
+            // Bad input from the peer closes the link with a typed error.
+            let plain = self
+                .opener
+                .lock()
+                .map_err(|_| TransportError::Closed)?
+                .open(&packet.bytes)
+                .map_err(|e| self.fail(e))?;
+            let frame = Frame::decode(&plain).map_err(|e| self.fail(e))?;
+            if frame.protocol != ProtocolId::CONTROL {
+                return Ok(frame);
+            }
+            match Control::decode(&frame.payload).map_err(|e| self.fail(e))? {
+                Control::Ping(n) => self.send_frame(&Control::Pong(n).encode()).await?,
+                Control::Pong(n) => {
+                    if let Ok(mut t) = self.tracker.lock() {
+                        t.pong_received(n, self.runtime.monotonic());
+                    }
+                }
+                Control::Close => return Err(self.fail(TransportError::Closed)),
+            }
+        }
+    }
+
+    async fn ping(&self) -> Result<(), TransportError> {
+        let seq = self
+            .tracker
+            .lock()
+            .map_err(|_| TransportError::Closed)?
+            .ping_sent(self.runtime.monotonic());
+        self.send_frame(&Control::Ping(seq).encode()).await
+    }
+
+    async fn close(&self) -> Result<(), TransportError> {
+        let _ = self.send_frame(&Control::Close.encode()).await;
+        self.closed.store(true, Ordering::Release);
+        if let Ok(mut tx) = self.tx.lock() {
+            tx.take();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,183 @@
+//! The memory transport end to end: authenticated links, frames both ways, a spliced-in
+//! impostor refused, backpressure, loss, measured round trips, close.
+
+#![cfg(not(target_arch = "wasm32"))]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failure
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use mesh_crypto::Identity;
+use mesh_platform::runtime::TokioRuntime;
+use mesh_transport::handshake::HandshakeError;
+use mesh_transport::memory::{LinkConfig, MemoryNetwork};
+use mesh_transport::{Connection, Frame, ProtocolId, Transport, TransportError};
+
+fn frame(n: u32) -> Frame {
+    Frame::new(ProtocolId::DHT, n.to_le_bytes().to_vec()).unwrap()
+}
+
+#[tokio::test]
+async fn peers_exchange_authenticated_frames_both_ways() {
+    let net = MemoryNetwork::new(TokioRuntime::current(), LinkConfig::default());
+    let (alice, bob) = (
+        Arc::new(Identity::generate()),
+        Arc::new(Identity::generate()),
+    );
+    let ta = net.transport(alice.clone(), "alice").unwrap();
+    let tb = net.transport(bob.clone(), "bob").unwrap();
+    let (ca, cb) = tokio::join!(ta.dial(bob.peer_id(), "bob"), tb.accept());
+    let (ca, cb) = (ca.unwrap(), cb.unwrap());
+    assert_eq!(ca.remote(), bob.peer_id());
+    assert_eq!(cb.remote(), alice.peer_id());
+    for i in 0..50 {
+        ca.send(frame(i)).await.unwrap();
+        cb.send(Frame::new(ProtocolId::GOSSIP, vec![1; 1000]).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(cb.recv().await.unwrap(), frame(i));
+        assert_eq!(ca.recv().await.unwrap().protocol, ProtocolId::GOSSIP);
+    }
+    // Protocol 0 belongs to the link.
+    assert!(
+        ca.send(Frame::new(ProtocolId::CONTROL, vec![1]).unwrap())
+            .await
+            .is_err()
+    );
+    ca.close().await.unwrap();
+    assert_eq!(cb.recv().await, Err(TransportError::Closed));
+    assert_eq!(ca.send(frame(1)).await, Err(TransportError::Closed));
+}
+
+#[tokio::test]
+async fn an_impostor_at_the_address_is_refused() {
+    // Signaling (or a poisoned address book) sends Alice to Mallory instead of Bob.
+    let net = MemoryNetwork::new(TokioRuntime::current(), LinkConfig::default());
+    let alice = Arc::new(Identity::generate());
+    let bob = Identity::generate();
+    let mallory = Arc::new(Identity::generate());
+    let ta = net.transport(alice, "alice").unwrap();
+    let tm = net.transport(mallory.clone(), "bob").unwrap();
+    // Mallory answers (her accept keeps waiting for links after Alice walks away).
+    let accept = tokio::spawn(async move {
+        let _ = tm.accept().await;
+    });
+    let err = ta.dial(bob.peer_id(), "bob").await.unwrap_err();
+    assert_eq!(
+        err,
+        TransportError::Handshake(HandshakeError::UnexpectedPeer {
+            expected: bob.peer_id(),
+            actual: mallory.peer_id()
+        })
+    );
+    accept.abort();
+    assert!(matches!(
+        ta.dial(bob.peer_id(), "nobody").await,
+        Err(TransportError::Unreachable(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_full_queue_makes_send_wait() {
+    let net = MemoryNetwork::new(
+        TokioRuntime::current(),
+        LinkConfig {
+            queue: 4,
+            ..LinkConfig::default()
+        },
+    );
+    let (alice, bob) = (
+        Arc::new(Identity::generate()),
+        Arc::new(Identity::generate()),
+    );
+    let ta = net.transport(alice, "a").unwrap();
+    let tb = net.transport(bob.clone(), "b").unwrap();
+    let (ca, cb) = tokio::join!(ta.dial(bob.peer_id(), "b"), tb.accept());
+    let (ca, cb) = (ca.unwrap(), cb.unwrap());
+    for i in 0..4 {
+        ca.send(frame(i)).await.unwrap();
+    }
+    assert!(
+        ca.send(frame(4)).now_or_never().is_none(),
+        "a fifth frame must wait for room"
+    );
+    assert_eq!(cb.recv().await.unwrap(), frame(0));
+    assert!(
+        ca.send(frame(4)).now_or_never().is_some(),
+        "room after one was read"
+    );
+    for i in 1..=4 {
+        assert_eq!(cb.recv().await.unwrap(), frame(i));
+    }
+}
+
+#[tokio::test]
+async fn loss_drops_frames_and_the_link_survives_the_gaps() {
+    let net = MemoryNetwork::new(
+        TokioRuntime::current(),
+        LinkConfig {
+            loss: 0.3,
+            queue: 512,
+            ..LinkConfig::default()
+        },
+    );
+    let (alice, bob) = (
+        Arc::new(Identity::generate()),
+        Arc::new(Identity::generate()),
+    );
+    let ta = net.transport(alice, "a").unwrap();
+    let tb = net.transport(bob.clone(), "b").unwrap();
+    let (ca, cb) = tokio::join!(ta.dial(bob.peer_id(), "b"), tb.accept());
+    let (ca, cb) = (ca.unwrap(), cb.unwrap());
+    for i in 0..300 {
+        ca.send(frame(i)).await.unwrap();
+    }
+    ca.close().await.unwrap();
+    let mut got = Vec::new();
+    while let Ok(f) = cb.recv().await {
+        got.push(u32::from_le_bytes(f.payload.try_into().unwrap()));
+    }
+    // 300 frames at 30% loss: about 210 arrive (the close itself may be lost too).
+    assert!((150..=270).contains(&got.len()), "{} arrived", got.len());
+    assert!(
+        got.windows(2).all(|w| w[0] < w[1]),
+        "in order, no duplicates"
+    );
+}
+
+#[tokio::test]
+async fn round_trip_time_is_measured_from_pings() {
+    let latency = Duration::from_millis(15);
+    let net = MemoryNetwork::new(
+        TokioRuntime::current(),
+        LinkConfig {
+            latency,
+            ..LinkConfig::default()
+        },
+    );
+    let (alice, bob) = (
+        Arc::new(Identity::generate()),
+        Arc::new(Identity::generate()),
+    );
+    let ta = net.transport(alice, "a").unwrap();
+    let tb = net.transport(bob.clone(), "b").unwrap();
+    let (ca, cb) = tokio::join!(ta.dial(bob.peer_id(), "b"), tb.accept());
+    let (ca, cb) = (Arc::new(ca.unwrap()), cb.unwrap());
+    // Bob's recv loop answers pings; Alice's handles the pongs.
+    let bob_loop = tokio::spawn(async move { while cb.recv().await.is_ok() {} });
+    let reader = ca.clone();
+    let alice_loop = tokio::spawn(async move { while reader.recv().await.is_ok() {} });
+    assert_eq!(ca.quality().rtt, None);
+    for _ in 0..3 {
+        ca.ping().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    let q = ca.quality();
+    assert_eq!(q.samples, 3, "{q:?}");
+    assert!(q.rtt.unwrap() >= 2 * latency, "{q:?}");
+    assert!(q.loss < 0.01);
+    ca.close().await.unwrap();
+    alice_loop.abort();
+    let _ = bob_loop.await;
+}
