@@ -9,7 +9,7 @@
 
 use mesh_crypto::envelope::{self, seal_deterministic};
 use mesh_crypto::hash::{blake2b_256, domain_hash};
-use mesh_crypto::{Error, Identity, Signed, SignedPayload, UnixMillis, safety_number};
+use mesh_crypto::{Identity, Signed, SignedPayload, UnixMillis, safety_number};
 use serde_json::{Value, json};
 
 const PATH: &str = concat!(
@@ -17,18 +17,7 @@ const PATH: &str = concat!(
     "/../crates/mesh-crypto/vectors/crypto-v1.json"
 );
 
-struct VectorNote(Vec<u8>);
-
-impl SignedPayload for VectorNote {
-    const DOMAIN: &'static str = "mesh/test-vector/v1";
-    const MAX_LEN: usize = 4096;
-    fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.0);
-    }
-    fn decode(bytes: &[u8]) -> Result<Self, Error> {
-        Ok(Self(bytes.to_vec()))
-    }
-}
+use mesh_tests::VectorNote;
 
 fn hex(b: &[u8]) -> String {
     data_encoding::HEXLOWER.encode(b)

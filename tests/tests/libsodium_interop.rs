@@ -8,21 +8,10 @@
 use std::process::Command;
 
 use mesh_crypto::hash::blake2b_256;
-use mesh_crypto::{Error, Identity, Signed, SignedPayload, UnixMillis, envelope};
+use mesh_crypto::{Identity, Signed, UnixMillis, envelope};
 use serde_json::Value;
 
-struct VectorNote(Vec<u8>);
-
-impl SignedPayload for VectorNote {
-    const DOMAIN: &'static str = "mesh/test-vector/v1";
-    const MAX_LEN: usize = 4096;
-    fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.0);
-    }
-    fn decode(bytes: &[u8]) -> Result<Self, Error> {
-        Ok(Self(bytes.to_vec()))
-    }
-}
+use mesh_tests::VectorNote;
 
 fn unhex(v: &Value) -> Vec<u8> {
     data_encoding::HEXLOWER
