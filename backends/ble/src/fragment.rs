@@ -36,7 +36,7 @@ pub const MAX_BUFFERED: usize = 2 * MAX_MESSAGE_LEN;
 pub const REASSEMBLY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why a fragment was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum FragmentError {
     /// The MTU is outside 23..=517.

@@ -1,7 +1,29 @@
-//! BLE transport for mesh. This crate currently provides the GATT message layer:
-//! [`fragment`] splits link messages into ATT-sized writes and reassembles them, with bounded
-//! state. The `Radio` trait, the simulated radio and the OS adapter follow.
+//! BLE transport for mesh.
+//!
+//! - [`fragment`]: splits link messages into ATT-sized GATT writes and reassembles them, with
+//!   bounded state (sans-IO).
+//! - [`radio`]: the [`Radio`](radio::Radio) trait the OS adapter (or an app, through the FFI
+//!   crate) implements, and [`SimRadio`](radio::SimRadio), a simulated pair with MTU, latency,
+//!   loss, reordering and disconnects for tests.
+//! - [`link`]: an authenticated, encrypted [`Connection`](mesh_transport::Connection) over a
+//!   radio: the mesh handshake, then sealed frames, both fragmented.
+//!
+//! GATT layout: service `6d657368-6e65-7477-6f72-6b0000000001`; characteristic
+//! `...0002` (central writes, write without response) and `...0003` (peripheral notifies).
+//! Each write or notification is one fragment.
+//!
+//! What was exercised here: everything above the `Radio` trait, over the simulated radio. No
+//! Bluetooth hardware exists on the build machine; an OS adapter is not part of this crate yet.
 
 #![forbid(unsafe_code)]
 
 pub mod fragment;
+pub mod link;
+pub mod radio;
+
+/// The mesh GATT service UUID.
+pub const SERVICE_UUID: &str = "6d657368-6e65-7477-6f72-6b0000000001";
+/// Characteristic the central writes to (write without response).
+pub const WRITE_CHARACTERISTIC_UUID: &str = "6d657368-6e65-7477-6f72-6b0000000002";
+/// Characteristic the peripheral notifies on.
+pub const NOTIFY_CHARACTERISTIC_UUID: &str = "6d657368-6e65-7477-6f72-6b0000000003";

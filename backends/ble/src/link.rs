@@ -1,0 +1,321 @@
+//! An authenticated, encrypted mesh [`Connection`] over a [`Radio`]: the mesh handshake (empty
+//! channel binding: BLE pairing is not relied on), then frames sealed with the session keys,
+//! each message fragmented into GATT writes.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use mesh_crypto::{Identity, PeerId};
+use mesh_platform::runtime::Runtime;
+use mesh_transport::handshake::{Initiator, Responder, Session};
+use mesh_transport::quality::{ConnectionQuality, QualityTracker};
+use mesh_transport::secure::{Opener, Sealer};
+use mesh_transport::{Connection, Frame, ProtocolId, TransportError, TransportKind};
+
+use crate::fragment::{FragmentError, Reassembler, fragment};
+use crate::radio::{Radio, RadioError};
+
+/// How long a handshake may take.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+
+fn radio_err(e: RadioError) -> TransportError {
+    match e {
+        RadioError::Disconnected => TransportError::Closed,
+        RadioError::TooLarge { .. } => TransportError::Malformed("radio refused a write"),
+    }
+}
+
+fn frag_err(e: FragmentError) -> TransportError {
+    match e {
+        FragmentError::MessageTooLarge(len) => TransportError::FrameTooLarge {
+            len,
+            max: crate::fragment::MAX_MESSAGE_LEN,
+        },
+        _ => TransportError::Malformed("bad GATT fragment"),
+    }
+}
+
+struct Io<'a, Ra: Radio, R: Runtime> {
+    radio: &'a Ra,
+    runtime: &'a R,
+    reasm: &'a tokio::sync::Mutex<Reassembler>,
+    next_id: &'a AtomicU16,
+}
+
+impl<Ra: Radio, R: Runtime> Io<'_, Ra, R> {
+    async fn send(&self, message: &[u8]) -> Result<(), TransportError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        for f in fragment(id, message, self.radio.mtu()).map_err(frag_err)? {
+            self.radio.write(&f).await.map_err(radio_err)?;
+        }
+        Ok(())
+    }
+
+    async fn recv(&self) -> Result<Vec<u8>, TransportError> {
+        let mut reasm = self.reasm.lock().await;
+        loop {
+            let data = self.radio.read().await.map_err(radio_err)?;
+            match reasm.push(&data, self.runtime.monotonic()) {
+                Ok(Some(m)) => return Ok(m),
+                Ok(None) => {}
+                // A damaged message is dropped; the link goes on.
+                Err(FragmentError::Checksum(id)) => {
+                    tracing::debug!(id, "BLE message failed its checksum");
+                }
+                Err(e) => return Err(frag_err(e)),
+            }
+        }
+    }
+}
+
+/// A mesh link over BLE.
+pub struct BleConnection<Ra: Radio, R: Runtime> {
+    radio: Ra,
+    runtime: R,
+    remote: PeerId,
+    sealer: Mutex<Sealer>,
+    opener: Mutex<Opener>,
+    reasm: tokio::sync::Mutex<Reassembler>,
+    next_id: AtomicU16,
+    tracker: Mutex<QualityTracker>,
+    closed: AtomicBool,
+}
+
+impl<Ra: Radio, R: Runtime> std::fmt::Debug for BleConnection<Ra, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BleConnection")
+            .field("remote", &self.remote)
+            .finish_non_exhaustive()
+    }
+}
+
+async fn with_timeout<T, R: Runtime>(
+    runtime: &R,
+    fut: impl std::future::Future<Output = Result<T, TransportError>>,
+) -> Result<T, TransportError> {
+    let timeout = runtime.sleep(HANDSHAKE_TIMEOUT);
+    tokio::select! {
+        r = fut => r,
+        () = timeout => Err(TransportError::Timeout),
+    }
+}
+
+impl<Ra: Radio, R: Runtime> BleConnection<Ra, R> {
+    fn new(radio: Ra, runtime: R, reasm: Reassembler, next_id: u16, session: Session) -> Self {
+        Self {
+            radio,
+            runtime,
+            remote: session.remote,
+            sealer: Mutex::new(Sealer::new(session.send_key)),
+            opener: Mutex::new(Opener::new(session.recv_key)),
+            reasm: tokio::sync::Mutex::new(reasm),
+            next_id: AtomicU16::new(next_id),
+            tracker: Mutex::new(QualityTracker::new()),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    fn io(&self) -> Io<'_, Ra, R> {
+        Io {
+            radio: &self.radio,
+            runtime: &self.runtime,
+            reasm: &self.reasm,
+            next_id: &self.next_id,
+        }
+    }
+
+    /// Runs the handshake as the side that connected (the central), expecting `peer`.
+    ///
+    /// # Errors
+    /// Handshake, radio or timeout errors.
+    pub async fn connect(
+        radio: Ra,
+        runtime: R,
+        identity: &Identity,
+        peer: PeerId,
+    ) -> Result<Self, TransportError> {
+        let reasm = tokio::sync::Mutex::new(Reassembler::new());
+        let next_id = AtomicU16::new(0);
+        let session = {
+            let io = Io {
+                radio: &radio,
+                runtime: &runtime,
+                reasm: &reasm,
+                next_id: &next_id,
+            };
+            with_timeout(&runtime, async {
+                let (init, m1) = Initiator::start(b"", Some(peer))?;
+                io.send(&m1).await?;
+                let m2 = io.recv().await?;
+                let (m3, session) = init.on_m2(identity, &m2)?;
+                io.send(&m3).await?;
+                Ok(session)
+            })
+            .await?
+        };
+        let id = next_id.load(Ordering::Relaxed);
+        Ok(Self::new(radio, runtime, reasm.into_inner(), id, session))
+    }
+
+    /// Runs the handshake as the side that was connected to (the peripheral).
+    ///
+    /// # Errors
+    /// Handshake, radio or timeout errors.
+    pub async fn accept(
+        radio: Ra,
+        runtime: R,
+        identity: &Identity,
+    ) -> Result<Self, TransportError> {
+        let reasm = tokio::sync::Mutex::new(Reassembler::new());
+        let next_id = AtomicU16::new(0);
+        let session = {
+            let io = Io {
+                radio: &radio,
+                runtime: &runtime,
+                reasm: &reasm,
+                next_id: &next_id,
+            };
+            with_timeout(&runtime, async {
+                let m1 = io.recv().await?;
+                let (resp, m2) = Responder::on_m1(identity, b"", &m1)?;
+                io.send(&m2).await?;
+                let m3 = io.recv().await?;
+                Ok(resp.on_m3(&m3)?)
+            })
+            .await?
+        };
+        let id = next_id.load(Ordering::Relaxed);
+        Ok(Self::new(radio, runtime, reasm.into_inner(), id, session))
+    }
+
+    /// The radio (e.g. to simulate a disconnect in tests).
+    pub fn radio(&self) -> &Ra {
+        &self.radio
+    }
+
+    async fn send_frame(&self, frame: &Frame) -> Result<(), TransportError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(TransportError::Closed);
+        }
+        let sealed = self
+            .sealer
+            .lock()
+            .map_err(|_| TransportError::Closed)?
+            .seal(&frame.encode())?;
+        self.io().send(&sealed).await
+    }
+}
+
+const PING: u8 = 1;
+const PONG: u8 = 2;
+const CLOSE: u8 = 3;
+
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+impl<Ra: Radio, R: Runtime> Connection for BleConnection<Ra, R> {
+    fn remote(&self) -> PeerId {
+        self.remote
+    }
+
+    fn kind(&self) -> TransportKind {
+        TransportKind::Ble
+    }
+
+    fn quality(&self) -> ConnectionQuality {
+        self.tracker.lock().map(|t| t.quality()).unwrap_or_default()
+    }
+
+    async fn send(&self, frame: Frame) -> Result<(), TransportError> {
+        if frame.protocol == ProtocolId::CONTROL {
+            return Err(TransportError::Malformed(
+                "protocol 0 is reserved for link control",
+            ));
+        }
+        self.send_frame(&frame).await
+    }
+
+    async fn recv(&self) -> Result<Frame, TransportError> {
+        loop {
+            if self.closed.load(Ordering::Acquire) {
+                return Err(TransportError::Closed);
+            }
+            let sealed = self
+                .io()
+                .recv()
+                .await
+                .inspect_err(|_| self.closed.store(true, Ordering::Release))?;
+            let plain = match self
+                .opener
+                .lock()
+                .map_err(|_| TransportError::Closed)?
+                .open(&sealed)
+            {
+                Ok(p) => p,
+                // Whole writes may be reordered across messages: an older message is dropped.
+                Err(TransportError::Replay) => continue,
+                Err(e) => {
+                    self.closed.store(true, Ordering::Release);
+                    return Err(e);
+                }
+            };
+            let frame = Frame::decode(&plain)?;
+            if frame.protocol != ProtocolId::CONTROL {
+                return Ok(frame);
+            }
+            match frame.payload.first() {
+                Some(&PING) if frame.payload.len() == 9 => {
+                    let mut pong = frame.payload.clone();
+                    pong[0] = PONG;
+                    self.send_frame(&Frame {
+                        protocol: ProtocolId::CONTROL,
+                        payload: pong,
+                    })
+                    .await?;
+                }
+                Some(&PONG) if frame.payload.len() == 9 => {
+                    let mut seq = [0u8; 8];
+                    seq.copy_from_slice(&frame.payload[1..9]);
+                    if let Ok(mut t) = self.tracker.lock() {
+                        t.pong_received(u64::from_le_bytes(seq), self.runtime.monotonic());
+                    }
+                }
+                Some(&CLOSE) => {
+                    self.closed.store(true, Ordering::Release);
+                    return Err(TransportError::Closed);
+                }
+                _ => {
+                    self.closed.store(true, Ordering::Release);
+                    return Err(TransportError::Malformed("unknown control frame"));
+                }
+            }
+        }
+    }
+
+    async fn ping(&self) -> Result<(), TransportError> {
+        let seq = self
+            .tracker
+            .lock()
+            .map_err(|_| TransportError::Closed)?
+            .ping_sent(self.runtime.monotonic());
+        let mut payload = vec![PING];
+        payload.extend_from_slice(&seq.to_le_bytes());
+        self.send_frame(&Frame {
+            protocol: ProtocolId::CONTROL,
+            payload,
+        })
+        .await
+    }
+
+    async fn close(&self) -> Result<(), TransportError> {
+        let _ = self
+            .send_frame(&Frame {
+                protocol: ProtocolId::CONTROL,
+                payload: vec![CLOSE],
+            })
+            .await;
+        self.closed.store(true, Ordering::Release);
+        Ok(())
+    }
+}
