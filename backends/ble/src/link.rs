@@ -2,17 +2,16 @@
 //! channel binding: BLE pairing is not relied on), then frames sealed with the session keys,
 //! each message fragmented into GATT writes.
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use mesh_crypto::{Identity, PeerId};
 use mesh_platform::runtime::Runtime;
 use mesh_transport::handshake::{Initiator, Responder, Session};
-use mesh_transport::quality::{ConnectionQuality, QualityTracker};
-use mesh_transport::secure::{Opener, Sealer};
-use mesh_transport::{Connection, Frame, ProtocolId, TransportError, TransportKind};
+use mesh_transport::link::{Incoming, SealedLink};
+use mesh_transport::quality::ConnectionQuality;
+use mesh_transport::{Connection, Frame, TransportError, TransportKind};
 
 use crate::fragment::{FragmentError, Reassembler, fragment};
 use crate::radio::{Radio, RadioError};
@@ -75,12 +74,10 @@ pub struct BleConnection<Ra: Radio, R: Runtime> {
     radio: Ra,
     runtime: R,
     remote: PeerId,
-    sealer: Mutex<Sealer>,
-    opener: Mutex<Opener>,
     reasm: tokio::sync::Mutex<Reassembler>,
     next_id: AtomicU16,
-    tracker: Mutex<QualityTracker>,
-    closed: AtomicBool,
+    /// Radio links reorder whole writes: stale messages are dropped, not fatal.
+    link: SealedLink,
 }
 
 impl<Ra: Radio, R: Runtime> std::fmt::Debug for BleConnection<Ra, R> {
@@ -108,12 +105,9 @@ impl<Ra: Radio, R: Runtime> BleConnection<Ra, R> {
             radio,
             runtime,
             remote: session.remote,
-            sealer: Mutex::new(Sealer::new(session.send_key)),
-            opener: Mutex::new(Opener::new(session.recv_key)),
             reasm: tokio::sync::Mutex::new(reasm),
             next_id: AtomicU16::new(next_id),
-            tracker: Mutex::new(QualityTracker::new()),
-            closed: AtomicBool::new(false),
+            link: SealedLink::new(session, true),
         }
     }
 
@@ -194,23 +188,7 @@ impl<Ra: Radio, R: Runtime> BleConnection<Ra, R> {
     pub fn radio(&self) -> &Ra {
         &self.radio
     }
-
-    async fn send_frame(&self, frame: &Frame) -> Result<(), TransportError> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(TransportError::Closed);
-        }
-        let sealed = self
-            .sealer
-            .lock()
-            .map_err(|_| TransportError::Closed)?
-            .seal(&frame.encode())?;
-        self.io().send(&sealed).await
-    }
 }
-
-const PING: u8 = 1;
-const PONG: u8 = 2;
-const CLOSE: u8 = 3;
 
 #[cfg_attr(not(target_arch = "wasm32"), async_trait)]
 #[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
@@ -224,98 +202,38 @@ impl<Ra: Radio, R: Runtime> Connection for BleConnection<Ra, R> {
     }
 
     fn quality(&self) -> ConnectionQuality {
-        self.tracker.lock().map(|t| t.quality()).unwrap_or_default()
+        self.link.quality()
     }
 
     async fn send(&self, frame: Frame) -> Result<(), TransportError> {
-        if frame.protocol == ProtocolId::CONTROL {
-            return Err(TransportError::Malformed(
-                "protocol 0 is reserved for link control",
-            ));
-        }
-        self.send_frame(&frame).await
+        let sealed = self.link.seal_frame(&frame)?;
+        self.io().send(&sealed).await
     }
 
     async fn recv(&self) -> Result<Frame, TransportError> {
         loop {
-            if self.closed.load(Ordering::Acquire) {
+            if self.link.is_closed() {
                 return Err(TransportError::Closed);
             }
-            let sealed = self
-                .io()
-                .recv()
-                .await
-                .inspect_err(|_| self.closed.store(true, Ordering::Release))?;
-            let plain = match self
-                .opener
-                .lock()
-                .map_err(|_| TransportError::Closed)?
-                .open(&sealed)
-            {
-                Ok(p) => p,
-                // Whole writes may be reordered across messages: an older message is dropped.
-                Err(TransportError::Replay) => continue,
-                Err(e) => {
-                    self.closed.store(true, Ordering::Release);
-                    return Err(e);
-                }
-            };
-            let frame = Frame::decode(&plain)?;
-            if frame.protocol != ProtocolId::CONTROL {
-                return Ok(frame);
-            }
-            match frame.payload.first() {
-                Some(&PING) if frame.payload.len() == 9 => {
-                    let mut pong = frame.payload.clone();
-                    pong[0] = PONG;
-                    self.send_frame(&Frame {
-                        protocol: ProtocolId::CONTROL,
-                        payload: pong,
-                    })
-                    .await?;
-                }
-                Some(&PONG) if frame.payload.len() == 9 => {
-                    let mut seq = [0u8; 8];
-                    seq.copy_from_slice(&frame.payload[1..9]);
-                    if let Ok(mut t) = self.tracker.lock() {
-                        t.pong_received(u64::from_le_bytes(seq), self.runtime.monotonic());
-                    }
-                }
-                Some(&CLOSE) => {
-                    self.closed.store(true, Ordering::Release);
-                    return Err(TransportError::Closed);
-                }
-                _ => {
-                    self.closed.store(true, Ordering::Release);
-                    return Err(TransportError::Malformed("unknown control frame"));
-                }
+            let sealed = self.io().recv().await.map_err(|e| self.link.fail(e))?;
+            match self.link.receive(&sealed, self.runtime.monotonic())? {
+                Incoming::Frame(f) => return Ok(f),
+                Incoming::Reply(pong) => self.io().send(&pong).await?,
+                Incoming::Nothing => {}
+                Incoming::Closed => return Err(TransportError::Closed),
             }
         }
     }
 
     async fn ping(&self) -> Result<(), TransportError> {
-        let seq = self
-            .tracker
-            .lock()
-            .map_err(|_| TransportError::Closed)?
-            .ping_sent(self.runtime.monotonic());
-        let mut payload = vec![PING];
-        payload.extend_from_slice(&seq.to_le_bytes());
-        self.send_frame(&Frame {
-            protocol: ProtocolId::CONTROL,
-            payload,
-        })
-        .await
+        let sealed = self.link.ping(self.runtime.monotonic())?;
+        self.io().send(&sealed).await
     }
 
     async fn close(&self) -> Result<(), TransportError> {
-        let _ = self
-            .send_frame(&Frame {
-                protocol: ProtocolId::CONTROL,
-                payload: vec![CLOSE],
-            })
-            .await;
-        self.closed.store(true, Ordering::Release);
+        if let Ok(sealed) = self.link.close() {
+            let _ = self.io().send(&sealed).await;
+        }
         Ok(())
     }
 }

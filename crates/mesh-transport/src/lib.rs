@@ -16,6 +16,7 @@
 
 pub mod frame;
 pub mod handshake;
+pub mod link;
 pub mod memory;
 pub mod quality;
 pub mod secure;

@@ -2,7 +2,6 @@
 //! authenticated by the handshake and encrypted like any link without its own security.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,11 +10,10 @@ use mesh_crypto::{Identity, PeerId};
 use mesh_platform::runtime::Runtime;
 use tokio::sync::mpsc;
 
-use crate::frame::Control;
 use crate::handshake::{Initiator, Responder};
-use crate::quality::{ConnectionQuality, QualityTracker};
-use crate::secure::{Opener, Sealer};
-use crate::{Connection, Frame, ProtocolId, Transport, TransportError, TransportKind};
+use crate::link::{Incoming, SealedLink};
+use crate::quality::ConnectionQuality;
+use crate::{Connection, Frame, Transport, TransportError, TransportKind};
 
 /// Most messages queued in one direction of a link.
 pub const MAX_QUEUE: usize = 4096;
@@ -221,10 +219,7 @@ pub struct MemoryConnection<R: Runtime> {
     /// Taken (dropped) on close, which ends the remote's receive loop even if frames are lost.
     tx: Mutex<Option<mpsc::Sender<Packet>>>,
     rx: tokio::sync::Mutex<mpsc::Receiver<Packet>>,
-    sealer: Mutex<Sealer>,
-    opener: Mutex<Opener>,
-    tracker: Mutex<QualityTracker>,
-    closed: AtomicBool,
+    link: SealedLink,
 }
 
 impl<R: Runtime> std::fmt::Debug for MemoryConnection<R> {
@@ -254,25 +249,13 @@ impl<R: Runtime> MemoryConnection<R> {
             config: net.config,
             tx: Mutex::new(Some(link.tx)),
             rx: tokio::sync::Mutex::new(link.rx),
-            sealer: Mutex::new(Sealer::new(session.send_key)),
-            opener: Mutex::new(Opener::new(session.recv_key)),
-            tracker: Mutex::new(QualityTracker::new()),
-            closed: AtomicBool::new(false),
+            link: SealedLink::new(session, false),
         }
     }
 
-    async fn send_frame(&self, frame: &Frame) -> Result<(), TransportError> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(TransportError::Closed);
-        }
-        let sealed = self
-            .sealer
-            .lock()
-            .map_err(|_| TransportError::Closed)?
-            .seal(&frame.encode())?;
-        // Loss applies to data and pings; a close is always delivered.
-        let is_close = frame.protocol == ProtocolId::CONTROL && frame.payload == [3];
-        if !is_close && lost(self.config.loss) {
+    /// Puts sealed bytes on the wire; `reliable` messages (a close) are never lost.
+    async fn transmit(&self, sealed: Vec<u8>, reliable: bool) -> Result<(), TransportError> {
+        if !reliable && lost(self.config.loss) {
             return Ok(());
         }
         let deliver_at = self.runtime.monotonic() + self.config.latency;
@@ -290,13 +273,11 @@ impl<R: Runtime> MemoryConnection<R> {
         .map_err(|_| TransportError::Closed)
     }
 
-    /// Closes the link after bad input (the remote sees it closed too) and returns the error.
-    fn fail(&self, e: TransportError) -> TransportError {
-        self.closed.store(true, Ordering::Release);
+    /// Drops the sending side, so the remote sees the link closed.
+    fn hang_up(&self) {
         if let Ok(mut tx) = self.tx.lock() {
             tx.take();
         }
-        e
     }
 }
 
@@ -312,22 +293,18 @@ impl<R: Runtime> Connection for MemoryConnection<R> {
     }
 
     fn quality(&self) -> ConnectionQuality {
-        self.tracker.lock().map(|t| t.quality()).unwrap_or_default()
+        self.link.quality()
     }
 
     async fn send(&self, frame: Frame) -> Result<(), TransportError> {
-        if frame.protocol == ProtocolId::CONTROL {
-            return Err(TransportError::Malformed(
-                "protocol 0 is reserved for link control",
-            ));
-        }
-        self.send_frame(&frame).await
+        let sealed = self.link.seal_frame(&frame)?;
+        self.transmit(sealed, false).await
     }
 
     async fn recv(&self) -> Result<Frame, TransportError> {
         let mut rx = self.rx.lock().await;
         loop {
-            if self.closed.load(Ordering::Acquire) {
+            if self.link.is_closed() {
                 return Err(TransportError::Closed);
             }
             let packet = rx.recv().await.ok_or(TransportError::Closed)?;
@@ -338,43 +315,32 @@ impl<R: Runtime> Connection for MemoryConnection<R> {
                     .await;
             }
             // Bad input from the peer closes the link with a typed error.
-            let plain = self
-                .opener
-                .lock()
-                .map_err(|_| TransportError::Closed)?
-                .open(&packet.bytes)
-                .map_err(|e| self.fail(e))?;
-            let frame = Frame::decode(&plain).map_err(|e| self.fail(e))?;
-            if frame.protocol != ProtocolId::CONTROL {
-                return Ok(frame);
-            }
-            match Control::decode(&frame.payload).map_err(|e| self.fail(e))? {
-                Control::Ping(n) => self.send_frame(&Control::Pong(n).encode()).await?,
-                Control::Pong(n) => {
-                    if let Ok(mut t) = self.tracker.lock() {
-                        t.pong_received(n, self.runtime.monotonic());
-                    }
+            match self
+                .link
+                .receive(&packet.bytes, self.runtime.monotonic())
+                .inspect_err(|_| self.hang_up())?
+            {
+                Incoming::Frame(f) => return Ok(f),
+                Incoming::Reply(pong) => self.transmit(pong, false).await?,
+                Incoming::Nothing => {}
+                Incoming::Closed => {
+                    self.hang_up();
+                    return Err(TransportError::Closed);
                 }
-                Control::Close => return Err(self.fail(TransportError::Closed)),
             }
         }
     }
 
     async fn ping(&self) -> Result<(), TransportError> {
-        let seq = self
-            .tracker
-            .lock()
-            .map_err(|_| TransportError::Closed)?
-            .ping_sent(self.runtime.monotonic());
-        self.send_frame(&Control::Ping(seq).encode()).await
+        let sealed = self.link.ping(self.runtime.monotonic())?;
+        self.transmit(sealed, false).await
     }
 
     async fn close(&self) -> Result<(), TransportError> {
-        let _ = self.send_frame(&Control::Close.encode()).await;
-        self.closed.store(true, Ordering::Release);
-        if let Ok(mut tx) = self.tx.lock() {
-            tx.take();
+        if let Ok(sealed) = self.link.close() {
+            let _ = self.transmit(sealed, true).await;
         }
+        self.hang_up();
         Ok(())
     }
 }

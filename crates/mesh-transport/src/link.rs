@@ -1,0 +1,237 @@
+//! What every link without its own encryption does the same way: seal and open frames with the
+//! handshake's keys, answer pings, count pongs into the quality, and handle close. Transports
+//! (memory, BLE) only move the sealed bytes.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::frame::Control;
+use crate::handshake::Session;
+use crate::quality::{ConnectionQuality, QualityTracker};
+use crate::secure::{Opener, Sealer};
+use crate::{Frame, ProtocolId, TransportError};
+
+/// What a received message turned out to be.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Incoming {
+    /// An application frame for the caller.
+    Frame(Frame),
+    /// A sealed reply (a pong) the transport must send back.
+    Reply(Vec<u8>),
+    /// Nothing for the caller (a pong, or a stale message dropped on a reordering link).
+    Nothing,
+    /// The remote closed the link.
+    Closed,
+}
+
+/// Sealing, control frames and quality for one link.
+pub struct SealedLink {
+    sealer: Mutex<Sealer>,
+    opener: Mutex<Opener>,
+    tracker: Mutex<QualityTracker>,
+    closed: AtomicBool,
+    tolerate_reorder: bool,
+}
+
+impl std::fmt::Debug for SealedLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealedLink")
+            .field("closed", &self.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SealedLink {
+    /// A link keyed by `session`. With `tolerate_reorder`, a message older than one already
+    /// accepted is dropped (radio links reorder whole writes); otherwise it closes the link.
+    pub fn new(session: Session, tolerate_reorder: bool) -> Self {
+        Self {
+            sealer: Mutex::new(Sealer::new(session.send_key)),
+            opener: Mutex::new(Opener::new(session.recv_key)),
+            tracker: Mutex::new(QualityTracker::new()),
+            closed: AtomicBool::new(false),
+            tolerate_reorder,
+        }
+    }
+
+    /// Whether the link is closed.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Marks the link closed and returns `e` (for transport failures).
+    pub fn fail(&self, e: TransportError) -> TransportError {
+        self.closed.store(true, Ordering::Release);
+        e
+    }
+
+    fn seal(&self, frame: &Frame) -> Result<Vec<u8>, TransportError> {
+        if self.is_closed() {
+            return Err(TransportError::Closed);
+        }
+        self.sealer
+            .lock()
+            .map_err(|_| TransportError::Closed)?
+            .seal(&frame.encode())
+    }
+
+    /// Seals an application frame (protocol 0 is refused: it belongs to the link).
+    ///
+    /// # Errors
+    /// [`TransportError::Closed`], [`TransportError::Malformed`] for protocol 0.
+    pub fn seal_frame(&self, frame: &Frame) -> Result<Vec<u8>, TransportError> {
+        if frame.protocol == ProtocolId::CONTROL {
+            return Err(TransportError::Malformed(
+                "protocol 0 is reserved for link control",
+            ));
+        }
+        self.seal(frame)
+    }
+
+    /// A sealed ping, recorded as sent at `now`.
+    ///
+    /// # Errors
+    /// [`TransportError::Closed`].
+    pub fn ping(&self, now: Duration) -> Result<Vec<u8>, TransportError> {
+        let seq = self
+            .tracker
+            .lock()
+            .map_err(|_| TransportError::Closed)?
+            .ping_sent(now);
+        self.seal(&Control::Ping(seq).encode())
+    }
+
+    /// A sealed close message; the link is closed afterwards.
+    ///
+    /// # Errors
+    /// [`TransportError::Closed`] if it already was.
+    pub fn close(&self) -> Result<Vec<u8>, TransportError> {
+        let sealed = self.seal(&Control::Close.encode());
+        self.closed.store(true, Ordering::Release);
+        sealed
+    }
+
+    /// Measured quality.
+    pub fn quality(&self) -> ConnectionQuality {
+        self.tracker.lock().map(|t| t.quality()).unwrap_or_default()
+    }
+
+    /// Opens a received message at `now`. Bad input closes the link and returns its error.
+    ///
+    /// # Errors
+    /// [`TransportError::Decryption`], [`TransportError::Replay`] (unless tolerated),
+    /// [`TransportError::Malformed`], [`TransportError::FrameTooLarge`], [`TransportError::Closed`].
+    pub fn receive(&self, sealed: &[u8], now: Duration) -> Result<Incoming, TransportError> {
+        if self.is_closed() {
+            return Err(TransportError::Closed);
+        }
+        let plain = match self
+            .opener
+            .lock()
+            .map_err(|_| TransportError::Closed)?
+            .open(sealed)
+        {
+            Ok(p) => p,
+            Err(TransportError::Replay) if self.tolerate_reorder => return Ok(Incoming::Nothing),
+            Err(e) => return Err(self.fail(e)),
+        };
+        let frame = Frame::decode(&plain).map_err(|e| self.fail(e))?;
+        if frame.protocol != ProtocolId::CONTROL {
+            return Ok(Incoming::Frame(frame));
+        }
+        match Control::decode(&frame.payload).map_err(|e| self.fail(e))? {
+            Control::Ping(n) => Ok(Incoming::Reply(self.seal(&Control::Pong(n).encode())?)),
+            Control::Pong(n) => {
+                if let Ok(mut t) = self.tracker.lock() {
+                    t.pong_received(n, now);
+                }
+                Ok(Incoming::Nothing)
+            }
+            Control::Close => {
+                self.closed.store(true, Ordering::Release);
+                Ok(Incoming::Closed)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use zeroize::Zeroizing;
+
+    use super::*;
+
+    fn pair(tolerate: bool) -> (SealedLink, SealedLink) {
+        let s = |a: u8, b: u8| Session {
+            remote: mesh_crypto::Identity::from_seed(&[a; 32]).peer_id(),
+            send_key: Zeroizing::new([a; 32]),
+            recv_key: Zeroizing::new([b; 32]),
+            transcript: mesh_crypto::Hash256::default(),
+        };
+        (
+            SealedLink::new(s(1, 2), tolerate),
+            SealedLink::new(s(2, 1), tolerate),
+        )
+    }
+
+    #[test]
+    fn frames_pings_and_close() {
+        let (a, b) = pair(false);
+        let f = Frame::new(ProtocolId::BLOB, vec![9; 10]).unwrap();
+        assert_eq!(
+            b.receive(&a.seal_frame(&f).unwrap(), Duration::ZERO)
+                .unwrap(),
+            Incoming::Frame(f)
+        );
+        let Incoming::Reply(pong) = b
+            .receive(&a.ping(Duration::ZERO).unwrap(), Duration::ZERO)
+            .unwrap()
+        else {
+            panic!("a ping must be answered")
+        };
+        assert_eq!(
+            a.receive(&pong, Duration::from_millis(8)).unwrap(),
+            Incoming::Nothing
+        );
+        assert_eq!(a.quality().rtt, Some(Duration::from_millis(8)));
+        assert!(
+            a.seal_frame(&Frame {
+                protocol: ProtocolId::CONTROL,
+                payload: vec![3]
+            })
+            .is_err()
+        );
+        assert_eq!(
+            b.receive(&a.close().unwrap(), Duration::ZERO).unwrap(),
+            Incoming::Closed
+        );
+        assert!(a.is_closed() && b.is_closed());
+    }
+
+    #[test]
+    fn replays_close_a_link_unless_reordering_is_tolerated() {
+        for tolerate in [false, true] {
+            let (a, b) = pair(tolerate);
+            let f = Frame::new(ProtocolId::DHT, vec![1]).unwrap();
+            let m0 = a.seal_frame(&f).unwrap();
+            let m1 = a.seal_frame(&f).unwrap();
+            b.receive(&m1, Duration::ZERO).unwrap();
+            let r = b.receive(&m0, Duration::ZERO);
+            if tolerate {
+                assert_eq!(r, Ok(Incoming::Nothing));
+                assert!(!b.is_closed());
+            } else {
+                assert_eq!(r, Err(TransportError::Replay));
+                assert!(b.is_closed());
+            }
+        }
+        // Garbage closes the link.
+        let (_, b) = pair(true);
+        assert_eq!(
+            b.receive(&[0; 40], Duration::ZERO),
+            Err(TransportError::Decryption)
+        );
+        assert!(b.is_closed());
+    }
+}
