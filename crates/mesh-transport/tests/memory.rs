@@ -14,6 +14,21 @@ use mesh_transport::handshake::HandshakeError;
 use mesh_transport::memory::{LinkConfig, MemoryNetwork};
 use mesh_transport::{Connection, Frame, ProtocolId, Transport, TransportError};
 
+type Conn = mesh_transport::memory::MemoryConnection<TokioRuntime>;
+
+/// Two peers on a fresh network with `config`, connected (Alice dialled Bob).
+async fn connected(config: LinkConfig) -> (Conn, Conn) {
+    let net = MemoryNetwork::new(TokioRuntime::current(), config);
+    let (alice, bob) = (
+        Arc::new(Identity::generate()),
+        Arc::new(Identity::generate()),
+    );
+    let ta = net.transport(alice, "a").unwrap();
+    let tb = net.transport(bob.clone(), "b").unwrap();
+    let (ca, cb) = tokio::join!(ta.dial(bob.peer_id(), "b"), tb.accept());
+    (ca.unwrap(), cb.unwrap())
+}
+
 fn frame(n: u32) -> Frame {
     Frame::new(ProtocolId::DHT, n.to_le_bytes().to_vec()).unwrap()
 }
@@ -80,21 +95,11 @@ async fn an_impostor_at_the_address_is_refused() {
 
 #[tokio::test]
 async fn a_full_queue_makes_send_wait() {
-    let net = MemoryNetwork::new(
-        TokioRuntime::current(),
-        LinkConfig {
-            queue: 4,
-            ..LinkConfig::default()
-        },
-    );
-    let (alice, bob) = (
-        Arc::new(Identity::generate()),
-        Arc::new(Identity::generate()),
-    );
-    let ta = net.transport(alice, "a").unwrap();
-    let tb = net.transport(bob.clone(), "b").unwrap();
-    let (ca, cb) = tokio::join!(ta.dial(bob.peer_id(), "b"), tb.accept());
-    let (ca, cb) = (ca.unwrap(), cb.unwrap());
+    let (ca, cb) = connected(LinkConfig {
+        queue: 4,
+        ..LinkConfig::default()
+    })
+    .await;
     for i in 0..4 {
         ca.send(frame(i)).await.unwrap();
     }
@@ -114,22 +119,12 @@ async fn a_full_queue_makes_send_wait() {
 
 #[tokio::test]
 async fn loss_drops_frames_and_the_link_survives_the_gaps() {
-    let net = MemoryNetwork::new(
-        TokioRuntime::current(),
-        LinkConfig {
-            loss: 0.3,
-            queue: 512,
-            ..LinkConfig::default()
-        },
-    );
-    let (alice, bob) = (
-        Arc::new(Identity::generate()),
-        Arc::new(Identity::generate()),
-    );
-    let ta = net.transport(alice, "a").unwrap();
-    let tb = net.transport(bob.clone(), "b").unwrap();
-    let (ca, cb) = tokio::join!(ta.dial(bob.peer_id(), "b"), tb.accept());
-    let (ca, cb) = (ca.unwrap(), cb.unwrap());
+    let (ca, cb) = connected(LinkConfig {
+        loss: 0.3,
+        queue: 512,
+        ..LinkConfig::default()
+    })
+    .await;
     for i in 0..300 {
         ca.send(frame(i)).await.unwrap();
     }
@@ -149,21 +144,12 @@ async fn loss_drops_frames_and_the_link_survives_the_gaps() {
 #[tokio::test]
 async fn round_trip_time_is_measured_from_pings() {
     let latency = Duration::from_millis(15);
-    let net = MemoryNetwork::new(
-        TokioRuntime::current(),
-        LinkConfig {
-            latency,
-            ..LinkConfig::default()
-        },
-    );
-    let (alice, bob) = (
-        Arc::new(Identity::generate()),
-        Arc::new(Identity::generate()),
-    );
-    let ta = net.transport(alice, "a").unwrap();
-    let tb = net.transport(bob.clone(), "b").unwrap();
-    let (ca, cb) = tokio::join!(ta.dial(bob.peer_id(), "b"), tb.accept());
-    let (ca, cb) = (Arc::new(ca.unwrap()), cb.unwrap());
+    let (ca, cb) = connected(LinkConfig {
+        latency,
+        ..LinkConfig::default()
+    })
+    .await;
+    let ca = Arc::new(ca);
     // Bob's recv loop answers pings; Alice's handles the pongs.
     let bob_loop = tokio::spawn(async move { while cb.recv().await.is_ok() {} });
     let reader = ca.clone();
