@@ -17,7 +17,7 @@ use idb::{
     TransactionMode,
 };
 use js_sys::Uint8Array;
-use mesh_platform::kv::{Direction, KvBackend, KvError, RawOp};
+use mesh_platform::kv::{Direction, KvBackend, KvError, RawOp, selects_nothing};
 use wasm_bindgen::JsValue;
 
 const STORE: &str = "kv";
@@ -147,7 +147,7 @@ impl KvBackend for IndexedDbBackend {
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, KvError> {
         let mut out = Vec::new();
         // IndexedDB refuses inverted or empty-open ranges instead of returning nothing.
-        if limit == 0 || start > end || (start == end && (start_exclusive || !end_inclusive)) {
+        if limit == 0 || selects_nothing(start, start_exclusive, end, end_inclusive) {
             return Ok(out);
         }
         let tx = self

@@ -7,11 +7,10 @@
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
-use std::ops::Bound;
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
-use mesh_platform::kv::{Direction, KvBackend, KvError, RawOp};
+use mesh_platform::kv::{Direction, KvBackend, KvError, RawOp, selects_nothing, std_bounds};
 
 /// The data of a memory store, shareable between backends.
 pub type SharedMap = Arc<RwLock<BTreeMap<Vec<u8>, Vec<u8>>>>;
@@ -66,19 +65,14 @@ impl KvBackend for MemoryBackend {
         direction: Direction,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, KvError> {
-        let lo = if start_exclusive {
-            Bound::Excluded(start)
-        } else {
-            Bound::Included(start)
-        };
-        let hi = if end_inclusive {
-            Bound::Included(end)
-        } else {
-            Bound::Excluded(end)
-        };
+        // BTreeMap::range panics on inverted or empty-open bounds; they select nothing.
+        if selects_nothing(start, start_exclusive, end, end_inclusive) {
+            return Ok(Vec::new());
+        }
+        let bounds = std_bounds(start, start_exclusive, end, end_inclusive);
         let map = self.map.read().map_err(poisoned)?;
         let iter = map
-            .range::<[u8], _>((lo, hi))
+            .range::<[u8], _>(bounds)
             .map(|(k, v)| (k.clone(), v.clone()));
         Ok(match direction {
             Direction::Forward => iter.take(limit).collect(),
@@ -105,5 +99,40 @@ impl KvBackend for MemoryBackend {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn inverted_and_empty_open_ranges_select_nothing() {
+        let b = MemoryBackend::new();
+        b.apply(vec![
+            RawOp::Put(vec![1], vec![1]),
+            RawOp::Put(vec![5], vec![5]),
+        ])
+        .await
+        .unwrap();
+        assert!(
+            b.range(&[5], false, &[1], false, Direction::Forward, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            b.range(&[1], true, &[1], true, Direction::Forward, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            b.range(&[1], false, &[1], true, Direction::Forward, 10)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
     }
 }

@@ -11,12 +11,11 @@
 
 #![forbid(unsafe_code)]
 
-use std::ops::Bound;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use mesh_platform::kv::{Direction, KvBackend, KvError, RawOp};
+use mesh_platform::kv::{Direction, KvBackend, KvError, RawOp, std_bounds};
 use redb::{Database, Durability, ReadableDatabase, TableDefinition};
 
 /// The one table of the flat keyspace.
@@ -26,17 +25,10 @@ const KV: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new("mesh_kv
 /// the blob store's chunk size should stay at or below this.
 pub const RECOMMENDED_MAX_CHUNK: usize = 64 * 1024 - 64 - 64;
 
-/// How a commit reaches the disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Commit {
-    /// fsync before `apply` returns (the default): an acknowledged batch survives a crash or
-    /// power loss.
-    #[default]
-    Durable,
-    /// Visible at once, persisted by the next durable commit: faster, but the last batches can
-    /// be lost on a crash.
-    Fast,
-}
+/// How a commit reaches the disk: `Durable` fsyncs before `apply` returns; `Fast` makes the
+/// batch visible at once and persists it with the next durable commit (the last batches can be
+/// lost on a crash).
+pub use mesh_platform::kv::Commit;
 
 /// Options for [`RedbBackend::open_with`].
 #[derive(Debug, Clone, Copy)]
@@ -151,17 +143,8 @@ impl KvBackend for RedbBackend {
         self.blocking(move |db| {
             let tx = db.begin_read().map_err(err)?;
             let table = tx.open_table(KV).map_err(err)?;
-            let lo = if start_exclusive {
-                Bound::Excluded(start.as_slice())
-            } else {
-                Bound::Included(start.as_slice())
-            };
-            let hi = if end_inclusive {
-                Bound::Included(end.as_slice())
-            } else {
-                Bound::Excluded(end.as_slice())
-            };
-            let range = table.range::<&[u8]>((lo, hi)).map_err(err)?;
+            let bounds = std_bounds(&start, start_exclusive, &end, end_inclusive);
+            let range = table.range::<&[u8]>(bounds).map_err(err)?;
             let mut out = Vec::new();
             let mut push = |item: Result<
                 (redb::AccessGuard<'_, &[u8]>, redb::AccessGuard<'_, &[u8]>),

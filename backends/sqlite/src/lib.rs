@@ -22,16 +22,10 @@ use mesh_platform::kv::{Direction, KvBackend, KvError, RawOp};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
-/// How a commit reaches the disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Commit {
-    /// `synchronous = FULL`: durable across power loss (the default).
-    #[default]
-    Durable,
-    /// `synchronous = NORMAL`: durable across a process crash; the last commits may be lost on
-    /// power loss.
-    Fast,
-}
+/// How a commit reaches the disk: `Durable` is `synchronous = FULL` (durable across power
+/// loss); `Fast` is `synchronous = NORMAL` (durable across a process crash; the last commits may
+/// be lost on power loss).
+pub use mesh_platform::kv::Commit;
 
 /// Options for [`SqliteBackend::open_with`].
 #[derive(Debug, Clone, Copy)]

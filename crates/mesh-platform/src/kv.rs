@@ -470,6 +470,48 @@ pub trait KvBackend: MaybeSend + MaybeSync + 'static {
     }
 }
 
+/// How a backend's commit reaches the disk (each backend documents what it means exactly).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Commit {
+    /// On disk when `apply` returns (the default): an acknowledged batch survives a crash or
+    /// power loss.
+    #[default]
+    Durable,
+    /// Faster; the last batches may be lost on power loss (or, for some backends, a crash).
+    Fast,
+}
+
+/// Whether the backend range `start ..= end` (with the given exclusivity) selects no key at all.
+/// Backends whose range APIs reject such bounds (`BTreeMap`, IndexedDB) check this first.
+pub fn selects_nothing(
+    start: &[u8],
+    start_exclusive: bool,
+    end: &[u8],
+    end_inclusive: bool,
+) -> bool {
+    start > end || (start == end && (start_exclusive || !end_inclusive))
+}
+
+/// The backend range as standard bounds.
+pub fn std_bounds<'a>(
+    start: &'a [u8],
+    start_exclusive: bool,
+    end: &'a [u8],
+    end_inclusive: bool,
+) -> (Bound<&'a [u8]>, Bound<&'a [u8]>) {
+    let lo = if start_exclusive {
+        Bound::Excluded(start)
+    } else {
+        Bound::Included(start)
+    };
+    let hi = if end_inclusive {
+        Bound::Included(end)
+    } else {
+        Bound::Excluded(end)
+    };
+    (lo, hi)
+}
+
 /// `u8(len(table)) || table`: the prefix of every key of `table` in the backend.
 fn table_prefix(table: &str) -> Vec<u8> {
     let mut p = Vec::with_capacity(table.len() + 1);
@@ -841,7 +883,7 @@ impl<B: KvBackend> KvStore for Store<B> {
             return Ok(Vec::new());
         }
         let (start, start_exclusive, end, end_inclusive) = raw_bounds(table, &range);
-        if start > end || (start == end && (start_exclusive || !end_inclusive)) {
+        if selects_nothing(&start, start_exclusive, &end, end_inclusive) {
             return Ok(Vec::new());
         }
         let strip = table.len() + 1;
