@@ -1051,6 +1051,11 @@ mod tests {
             description: "",
             steps: &[],
         };
+        const BAD_STEP: Migration = Migration {
+            to_version: 2,
+            description: "",
+            steps: &[MigrationStep::DropTable("__stats")],
+        };
         let ok = Schema {
             version: 3,
             tables: &["a", "b/c"],
@@ -1063,6 +1068,22 @@ mod tests {
             migrations: &[M3],
         };
         assert!(gap.validate().is_err());
+        // Version 1 with a migration would migrate stores past the schema and brick them.
+        let ahead = Schema {
+            version: 1,
+            tables: &["a"],
+            migrations: &[M2],
+        };
+        assert!(ahead.validate().is_err());
+        assert!(
+            Schema {
+                version: 2,
+                tables: &["a"],
+                migrations: &[BAD_STEP]
+            }
+            .validate()
+            .is_err()
+        );
         let short = Schema {
             version: 3,
             tables: &["a"],
