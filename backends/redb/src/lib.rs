@@ -62,6 +62,38 @@ fn err(e: impl std::fmt::Display) -> KvError {
     }
 }
 
+/// Creates a new, empty database at `path` so that a crash at any moment leaves either no file
+/// or a whole one: the database is made under a sibling name and renamed into place. redb
+/// writes its header after creating the file, so a process killed in between would otherwise
+/// leave a file that can never be opened ("magic number mismatch").
+fn create_atomically(path: &Path) -> Result<(), KvError> {
+    let mut name = path
+        .file_name()
+        .ok_or_else(|| err("database path has no file name"))?
+        .to_os_string();
+    name.push(".creating");
+    let scratch = path.with_file_name(name);
+    // Never renamed into place, so never a database anyone wrote to: safe to replace.
+    match std::fs::remove_file(&scratch) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    let db = Database::create(&scratch).map_err(err)?;
+    let tx = db.begin_write().map_err(err)?;
+    tx.open_table(KV).map_err(err)?;
+    tx.commit().map_err(err)?;
+    drop(db);
+    std::fs::rename(&scratch, path).map_err(err)?;
+    // Make the rename itself durable.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(err)?;
+    }
+    Ok(())
+}
+
 impl RedbBackend {
     /// Opens (or creates) the database file at `path` with default options.
     ///
@@ -78,6 +110,9 @@ impl RedbBackend {
     pub async fn open_with(path: impl AsRef<Path>, options: RedbOptions) -> Result<Self, KvError> {
         let path = path.as_ref().to_path_buf();
         let db = tokio::task::spawn_blocking(move || -> Result<Database, KvError> {
+            if !path.exists() {
+                create_atomically(&path)?;
+            }
             let db = Database::builder()
                 .set_cache_size(options.cache_bytes)
                 .create(&path)
