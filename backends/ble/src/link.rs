@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use mesh_crypto::{Identity, PeerId};
 use mesh_platform::runtime::Runtime;
 use mesh_transport::handshake::{Initiator, Responder, Session};
-use mesh_transport::link::{Incoming, SealedLink};
+use mesh_transport::link::{Incoming, Link};
 use mesh_transport::quality::ConnectionQuality;
 use mesh_transport::{Connection, Frame, TransportError, TransportKind};
 
@@ -77,7 +77,7 @@ pub struct BleConnection<Ra: Radio, R: Runtime> {
     reasm: tokio::sync::Mutex<Reassembler>,
     next_id: AtomicU16,
     /// Radio links reorder whole writes: stale messages are dropped, not fatal.
-    link: SealedLink,
+    link: Link,
 }
 
 impl<Ra: Radio, R: Runtime> std::fmt::Debug for BleConnection<Ra, R> {
@@ -107,7 +107,7 @@ impl<Ra: Radio, R: Runtime> BleConnection<Ra, R> {
             remote: session.remote,
             reasm: tokio::sync::Mutex::new(reasm),
             next_id: AtomicU16::new(next_id),
-            link: SealedLink::new(session, true),
+            link: Link::sealed(session, true),
         }
     }
 

@@ -87,6 +87,13 @@ pub trait Connection: MaybeSend + MaybeSync {
     fn quality(&self) -> ConnectionQuality;
     /// Sends a frame; waits while the send queue is full.
     async fn send(&self, frame: Frame) -> Result<(), TransportError>;
+    /// Sends a frame that may be lost or overtaken, for traffic that tolerates it (presence,
+    /// live typing, media-like streams). Links with such a channel (WebRTC: unordered, no
+    /// retransmissions) use it and may refuse frames larger than it carries; the others send
+    /// it like [`Connection::send`].
+    async fn send_unreliable(&self, frame: Frame) -> Result<(), TransportError> {
+        self.send(frame).await
+    }
     /// The next application frame. Control frames (pings, close) are handled inside.
     async fn recv(&self) -> Result<Frame, TransportError>;
     /// Sends a ping; its pong updates [`Connection::quality`] when it arrives.

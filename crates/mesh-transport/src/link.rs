@@ -1,6 +1,8 @@
-//! What every link without its own encryption does the same way: seal and open frames with the
-//! handshake's keys, answer pings, count pongs into the quality, and handle close. Transports
-//! (memory, BLE) only move the sealed bytes.
+//! What every link does the same way: answer pings, count pongs into the quality, handle close,
+//! and, on links without their own encryption (memory, BLE), seal and open frames with the
+//! handshake's keys. On a channel that encrypts and authenticates by itself (WebRTC's DTLS, once
+//! the handshake has bound it to both identities) frames travel as they are: [`Link::plain`].
+//! Transports only move the bytes.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,33 +27,48 @@ pub enum Incoming {
     Closed,
 }
 
-/// Sealing, control frames and quality for one link.
-pub struct SealedLink {
-    sealer: Mutex<Sealer>,
-    opener: Mutex<Opener>,
+/// Frame protection, control frames and quality for one link.
+pub struct Link {
+    /// `None` on a channel with its own encryption.
+    keys: Option<(Mutex<Sealer>, Mutex<Opener>)>,
     tracker: Mutex<QualityTracker>,
     closed: AtomicBool,
     tolerate_reorder: bool,
 }
 
-impl std::fmt::Debug for SealedLink {
+impl std::fmt::Debug for Link {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SealedLink")
+        f.debug_struct("Link")
+            .field("sealed", &self.keys.is_some())
             .field("closed", &self.is_closed())
             .finish_non_exhaustive()
     }
 }
 
-impl SealedLink {
-    /// A link keyed by `session`. With `tolerate_reorder`, a message older than one already
-    /// accepted is dropped (radio links reorder whole writes); otherwise it closes the link.
-    pub fn new(session: Session, tolerate_reorder: bool) -> Self {
+impl Link {
+    /// A link whose frames are sealed with the keys of `session`. With `tolerate_reorder`, a
+    /// message older than one already accepted is dropped (radio links reorder whole writes);
+    /// otherwise it closes the link.
+    pub fn sealed(session: Session, tolerate_reorder: bool) -> Self {
         Self {
-            sealer: Mutex::new(Sealer::new(session.send_key)),
-            opener: Mutex::new(Opener::new(session.recv_key)),
+            keys: Some((
+                Mutex::new(Sealer::new(session.send_key)),
+                Mutex::new(Opener::new(session.recv_key)),
+            )),
             tracker: Mutex::new(QualityTracker::new()),
             closed: AtomicBool::new(false),
             tolerate_reorder,
+        }
+    }
+
+    /// A link over a channel that encrypts, authenticates and orders by itself, and that the
+    /// handshake bound to both identities (its channel binding): frames are sent as encoded.
+    pub fn plain() -> Self {
+        Self {
+            keys: None,
+            tracker: Mutex::new(QualityTracker::new()),
+            closed: AtomicBool::new(false),
+            tolerate_reorder: false,
         }
     }
 
@@ -70,10 +87,13 @@ impl SealedLink {
         if self.is_closed() {
             return Err(TransportError::Closed);
         }
-        self.sealer
-            .lock()
-            .map_err(|_| TransportError::Closed)?
-            .seal(&frame.encode())
+        match &self.keys {
+            Some((sealer, _)) => sealer
+                .lock()
+                .map_err(|_| TransportError::Closed)?
+                .seal(&frame.encode()),
+            None => Ok(frame.encode()),
+        }
     }
 
     /// Seals an application frame (protocol 0 is refused: it belongs to the link).
@@ -126,17 +146,27 @@ impl SealedLink {
         if self.is_closed() {
             return Err(TransportError::Closed);
         }
-        let plain = match self
-            .opener
-            .lock()
-            .map_err(|_| TransportError::Closed)?
-            .open(sealed)
-        {
-            Ok(p) => p,
-            Err(TransportError::Replay) if self.tolerate_reorder => return Ok(Incoming::Nothing),
-            Err(e) => return Err(self.fail(e)),
+        let opened;
+        let plain = match &self.keys {
+            None => sealed,
+            Some((_, opener)) => {
+                match opener
+                    .lock()
+                    .map_err(|_| TransportError::Closed)?
+                    .open(sealed)
+                {
+                    Ok(p) => {
+                        opened = p;
+                        &opened
+                    }
+                    Err(TransportError::Replay) if self.tolerate_reorder => {
+                        return Ok(Incoming::Nothing);
+                    }
+                    Err(e) => return Err(self.fail(e)),
+                }
+            }
         };
-        let frame = Frame::decode(&plain).map_err(|e| self.fail(e))?;
+        let frame = Frame::decode(plain).map_err(|e| self.fail(e))?;
         if frame.protocol != ProtocolId::CONTROL {
             return Ok(Incoming::Frame(frame));
         }
@@ -162,7 +192,7 @@ mod tests {
 
     use super::*;
 
-    fn pair(tolerate: bool) -> (SealedLink, SealedLink) {
+    fn pair(tolerate: bool) -> (Link, Link) {
         let s = |a: u8, b: u8| Session {
             remote: mesh_crypto::Identity::from_seed(&[a; 32]).peer_id(),
             send_key: Zeroizing::new([a; 32]),
@@ -170,14 +200,32 @@ mod tests {
             transcript: mesh_crypto::Hash256::default(),
         };
         (
-            SealedLink::new(s(1, 2), tolerate),
-            SealedLink::new(s(2, 1), tolerate),
+            Link::sealed(s(1, 2), tolerate),
+            Link::sealed(s(2, 1), tolerate),
         )
     }
 
     #[test]
     fn frames_pings_and_close() {
         let (a, b) = pair(false);
+        frames_pings_and_close_on(&a, &b);
+        let (a, b) = (Link::plain(), Link::plain());
+        frames_pings_and_close_on(&a, &b);
+    }
+
+    #[test]
+    fn a_plain_link_sends_frames_as_encoded_and_refuses_garbage() {
+        let (a, b) = (Link::plain(), Link::plain());
+        let f = Frame::new(ProtocolId::GOSSIP, vec![1, 2, 3]).unwrap();
+        assert_eq!(a.seal_frame(&f).unwrap(), f.encode());
+        assert_eq!(
+            b.receive(&[9, 9, 9], Duration::ZERO),
+            Err(TransportError::Malformed("unknown frame version"))
+        );
+        assert!(b.is_closed());
+    }
+
+    fn frames_pings_and_close_on(a: &Link, b: &Link) {
         let f = Frame::new(ProtocolId::BLOB, vec![9; 10]).unwrap();
         assert_eq!(
             b.receive(&a.seal_frame(&f).unwrap(), Duration::ZERO)

@@ -11,7 +11,7 @@ use mesh_platform::runtime::Runtime;
 use tokio::sync::mpsc;
 
 use crate::handshake::{Initiator, Responder};
-use crate::link::{Incoming, SealedLink};
+use crate::link::{Incoming, Link};
 use crate::quality::ConnectionQuality;
 use crate::{Connection, Frame, Transport, TransportError, TransportKind};
 
@@ -219,7 +219,7 @@ pub struct MemoryConnection<R: Runtime> {
     /// Taken (dropped) on close, which ends the remote's receive loop even if frames are lost.
     tx: Mutex<Option<mpsc::Sender<Packet>>>,
     rx: tokio::sync::Mutex<mpsc::Receiver<Packet>>,
-    link: SealedLink,
+    link: Link,
 }
 
 impl<R: Runtime> std::fmt::Debug for MemoryConnection<R> {
@@ -249,7 +249,7 @@ impl<R: Runtime> MemoryConnection<R> {
             config: net.config,
             tx: Mutex::new(Some(link.tx)),
             rx: tokio::sync::Mutex::new(link.rx),
-            link: SealedLink::new(session, false),
+            link: Link::sealed(session, false),
         }
     }
 
