@@ -146,7 +146,7 @@ impl Link {
         if self.is_closed() {
             return Err(TransportError::Closed);
         }
-        let opened;
+        let decrypted;
         let plain = match &self.keys {
             None => sealed,
             Some((_, opener)) => {
@@ -156,8 +156,8 @@ impl Link {
                     .open(sealed)
                 {
                     Ok(p) => {
-                        opened = p;
-                        &opened
+                        decrypted = p;
+                        &decrypted
                     }
                     Err(TransportError::Replay) if self.tolerate_reorder => {
                         return Ok(Incoming::Nothing);

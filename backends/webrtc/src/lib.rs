@@ -1,0 +1,44 @@
+//! WebRTC transport for mesh.
+//!
+//! Two data channels per link, negotiated out of band (no in-band DCEP round trip): a
+//! reliable, ordered one (stream 0) for protocol traffic and an unordered one without
+//! retransmissions (stream 1) for [`Connection::send_unreliable`](mesh_transport::Connection).
+//! Once both are open, the mesh handshake runs on the reliable channel with the DTLS
+//! certificate fingerprints of both ends as its channel binding ([`wire::channel_binding`]):
+//! a signaling server or relay that terminates DTLS itself to sit in the middle makes the two
+//! ends sign different transcripts, and the link is refused. Frames then travel inside DTLS as
+//! they are (no second encryption), cut into 16 KiB messages.
+//!
+//! - [`wire`]: descriptions, fingerprints and chunking (sans-IO, every target).
+//! - [`signaling`]: the [`Signaling`](signaling::Signaling) trait and its three
+//!   implementations (relayed through the mesh, HTTP, signed copy-paste / QR text).
+//! - Native (`WebRtcTransport`): webrtc-rs 0.21 on tokio. ICE servers are configurable and
+//!   none are used by default.
+//! - Browser (`BrowserTransport`, wasm32): the browser's `RTCPeerConnection` through web-sys,
+//!   behind the same traits.
+
+#![forbid(unsafe_code)]
+
+pub mod signaling;
+pub mod wire;
+
+#[cfg(not(target_arch = "wasm32"))]
+mod native;
+#[cfg(all(feature = "raw", not(target_arch = "wasm32")))]
+pub mod raw;
+
+#[cfg(not(target_arch = "wasm32"))]
+pub use native::{WebRtcConfig, WebRtcConnection, WebRtcTransport};
+
+/// Runs `f` when the returned guard is dropped (however the enclosing future ends).
+pub(crate) fn on_drop(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}
