@@ -8,6 +8,7 @@
 mod crypto;
 mod storage;
 mod timing;
+mod transport;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -15,7 +16,7 @@ use std::time::Duration;
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(suite) = args.first() else {
-        eprintln!("usage: mesh-bench crypto|storage [--quick] [--json PATH]");
+        eprintln!("usage: mesh-bench crypto|storage|transport [--quick] [--json PATH]");
         return ExitCode::from(2);
     };
     let quick = args.iter().any(|a| a == "--quick");
@@ -33,16 +34,8 @@ fn main() -> ExitCode {
         "crypto" => crypto::run(budget),
         "storage" => {
             let total = if quick { 2 << 20 } else { 64 << 20 };
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("tokio: {e}");
-                    return ExitCode::FAILURE;
-                }
+            let Some(rt) = tokio_runtime() else {
+                return ExitCode::FAILURE;
             };
             let report = rt.block_on(storage::run(total));
             println!(
@@ -73,8 +66,29 @@ fn main() -> ExitCode {
             );
             report.ours
         }
+        "transport" => {
+            let Some(rt) = tokio_runtime() else {
+                return ExitCode::FAILURE;
+            };
+            let report = match rt.block_on(transport::run(transport::Sizes::new(quick))) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("transport benchmark: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let baseline = "raw webrtc-rs data channel carrying the same messages (no mesh link)";
+            println!("baseline: {baseline}");
+            print_table(&report.baseline);
+            println!("\nours:");
+            extra.insert(
+                "baseline".into(),
+                serde_json::json!({ "implementation": baseline, "results": report.baseline }),
+            );
+            report.ours
+        }
         other => {
-            eprintln!("unknown suite {other}; known: crypto, storage");
+            eprintln!("unknown suite {other}; known: crypto, storage, transport");
             return ExitCode::from(2);
         }
     };
@@ -90,6 +104,16 @@ fn main() -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// The two-worker runtime the async suites run on.
+fn tokio_runtime() -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .inspect_err(|e| eprintln!("tokio: {e}"))
+        .ok()
 }
 
 fn print_table(results: &[timing::Measurement]) {

@@ -45,8 +45,13 @@ pub(crate) fn run(c: &mut Ci, suite: &str, release: bool, quick: bool) -> Result
             read_json(&String::from_utf8_lossy(&out.stdout))?
         }
         // The storage suite measures its raw-file baseline itself, in the same process.
-        "storage" => ours["baseline"].clone(),
-        other => return Err(format!("unknown suite {other}; known: crypto, storage")),
+        // So do the storage and transport suites (raw webrtc-rs data channels).
+        "storage" | "transport" => ours["baseline"].clone(),
+        other => {
+            return Err(format!(
+                "unknown suite {other}; known: crypto, storage, transport"
+            ));
+        }
     };
     let mut table = compare(&ours, &baseline)?;
     if let Some(amp) = ours["amplification"].as_array() {

@@ -19,14 +19,19 @@
 
 #![forbid(unsafe_code)]
 
+mod session;
 pub mod signaling;
 pub mod wire;
 
+#[cfg(target_arch = "wasm32")]
+mod browser;
 #[cfg(not(target_arch = "wasm32"))]
 mod native;
 #[cfg(all(feature = "raw", not(target_arch = "wasm32")))]
 pub mod raw;
 
+#[cfg(target_arch = "wasm32")]
+pub use browser::{BrowserConfig, BrowserConnection, BrowserTransport};
 #[cfg(not(target_arch = "wasm32"))]
 pub use native::{WebRtcConfig, WebRtcConnection, WebRtcTransport};
 

@@ -1,13 +1,13 @@
 //! The native WebRTC transport over webrtc-rs 0.21 (its sans-IO `rtc` core driven by tokio).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::BytesMut;
 use mesh_crypto::{Identity, PeerId};
-use mesh_transport::handshake::{Initiator, Responder};
+use mesh_platform::runtime::TokioRuntime;
 use mesh_transport::link::{Incoming, Link};
 use mesh_transport::{
     Connection, ConnectionQuality, Frame, Transport, TransportError, TransportKind,
@@ -20,10 +20,11 @@ use webrtc::peer_connection::{
     RTCStatsReportEntry, StatsSelector,
 };
 
-use crate::signaling::{IncomingOffer, Signaling, SignalingError};
+use crate::session::{self, RtcPeer, Seen};
+use crate::signaling::{IncomingOffer, Signaling};
 use crate::wire::{
-    self, Description, DescriptionKind, RELIABLE_CHANNEL_ID, RELIABLE_CHANNEL_LABEL, Reassembler,
-    UNRELIABLE_CHANNEL_ID, UNRELIABLE_CHANNEL_LABEL,
+    self, RELIABLE_CHANNEL_ID, RELIABLE_CHANNEL_LABEL, Reassembler, UNRELIABLE_CHANNEL_ID,
+    UNRELIABLE_CHANNEL_LABEL,
 };
 
 /// Settings of the native WebRTC transport.
@@ -67,19 +68,8 @@ impl WebRtcConfig {
     }
 }
 
-/// How often the first handshake message is repeated until answered.
-const HANDSHAKE_RESEND: Duration = Duration::from_millis(200);
-
 fn rtc_err(e: impl std::fmt::Display) -> TransportError {
     TransportError::Unreachable(format!("webrtc: {e}"))
-}
-
-fn signaling_err(e: SignalingError) -> TransportError {
-    match e {
-        SignalingError::Timeout => TransportError::Timeout,
-        SignalingError::Closed => TransportError::Closed,
-        e => TransportError::Unreachable(format!("signaling: {e}")),
-    }
 }
 
 struct Handler {
@@ -212,57 +202,9 @@ impl Peer {
         Ok(())
     }
 
-    pub(crate) async fn send_raw(&self, bytes: &[u8]) -> Result<(), TransportError> {
-        for chunk in wire::chunks(bytes) {
-            self.reliable
-                .send(BytesMut::from(&chunk[..]))
-                .await
-                .map_err(|_| TransportError::Closed)?;
-        }
-        Ok(())
-    }
-
-    pub(crate) async fn recv_raw(&mut self) -> Result<Vec<u8>, TransportError> {
-        let mut r = Reassembler::default();
-        loop {
-            let m = match self.early.pop_front() {
-                Some(m) => m,
-                None => match self.reliable.poll().await {
-                    Some(DataChannelEvent::OnMessage(m)) => m.data,
-                    Some(DataChannelEvent::OnClose) | None => return Err(TransportError::Closed),
-                    Some(_) => continue,
-                },
-            };
-            if let Some(b) = r.push(&m)? {
-                return Ok(b);
-            }
-        }
-    }
-
-    /// Sends `message` and returns the reply, sending it again every
-    /// [`HANDSHAKE_RESEND`] until one comes.
-    ///
-    /// webrtc-rs 0.21 can drop a message that reaches a negotiated channel in the instant
-    /// between the SCTP association coming up at the other end and that end opening its
-    /// channels; only the very first message of a link is exposed to it (everything after is
-    /// sent in reply to the other side), so the first handshake message is repeated. The
-    /// responder ignores repeats.
-    pub(crate) async fn send_until_answered(
-        &mut self,
-        message: &[u8],
-    ) -> Result<Vec<u8>, TransportError> {
-        self.send_raw(message).await?;
-        loop {
-            tokio::select! {
-                reply = self.recv_raw() => return reply,
-                () = tokio::time::sleep(HANDSHAKE_RESEND) => self.send_raw(message).await?,
-            }
-        }
-    }
-
     /// The SHA-256 fingerprints of the DTLS certificates both ends presented (local,
     /// remote), from the connection's statistics.
-    async fn fingerprints(&self) -> Result<([u8; 32], [u8; 32]), TransportError> {
+    async fn stats_fingerprints(&self) -> Result<([u8; 32], [u8; 32]), TransportError> {
         let report = self.pc.get_stats(Instant::now(), StatsSelector::None).await;
         let (local_id, remote_id) = report
             .iter()
@@ -298,34 +240,60 @@ impl Peer {
     }
 }
 
-/// Session ids of offers answered recently: a replayed offer is refused.
-struct Seen {
-    set: HashSet<[u8; 16]>,
-    order: VecDeque<[u8; 16]>,
-}
-
-impl Seen {
-    const CAP: usize = 4096;
-
-    fn insert(&mut self, id: [u8; 16]) -> bool {
-        if !self.set.insert(id) {
-            return false;
-        }
-        self.order.push_back(id);
-        if self.order.len() > Self::CAP
-            && let Some(old) = self.order.pop_front()
-        {
-            self.set.remove(&old);
-        }
-        true
+#[async_trait]
+impl RtcPeer for Peer {
+    async fn create_offer(&mut self) -> Result<String, TransportError> {
+        let offer = self.pc.create_offer(None).await.map_err(rtc_err)?;
+        self.local_sdp(offer).await
     }
-}
 
-struct Inner<S> {
-    identity: Arc<Identity>,
-    signaling: Arc<S>,
-    config: WebRtcConfig,
-    seen: Mutex<Seen>,
+    async fn create_answer(&mut self, offer: &str) -> Result<String, TransportError> {
+        self.pc
+            .set_remote_description(
+                RTCSessionDescription::offer(offer.to_string()).map_err(rtc_err)?,
+            )
+            .await
+            .map_err(rtc_err)?;
+        let answer = self.pc.create_answer(None).await.map_err(rtc_err)?;
+        self.local_sdp(answer).await
+    }
+
+    async fn accept_answer(&mut self, answer: &str) -> Result<(), TransportError> {
+        self.pc
+            .set_remote_description(
+                RTCSessionDescription::answer(answer.to_string()).map_err(rtc_err)?,
+            )
+            .await
+            .map_err(rtc_err)
+    }
+
+    async fn wait_open(&mut self) -> Result<(), TransportError> {
+        Peer::wait_open(self).await
+    }
+
+    async fn fingerprints(&self) -> Result<([u8; 32], [u8; 32]), TransportError> {
+        self.stats_fingerprints().await
+    }
+
+    async fn send_message(&self, message: &[u8]) -> Result<(), TransportError> {
+        self.reliable
+            .send(BytesMut::from(message))
+            .await
+            .map_err(|_| TransportError::Closed)
+    }
+
+    async fn recv_message(&mut self) -> Result<Vec<u8>, TransportError> {
+        if let Some(m) = self.early.pop_front() {
+            return Ok(m.to_vec());
+        }
+        loop {
+            match self.reliable.poll().await {
+                Some(DataChannelEvent::OnMessage(m)) => return Ok(m.data.to_vec()),
+                Some(DataChannelEvent::OnClose) | None => return Err(TransportError::Closed),
+                Some(_) => {}
+            }
+        }
+    }
 }
 
 /// Dials `peer` through `signaling` and runs the handshake as initiator; returns the open
@@ -338,40 +306,23 @@ pub(crate) async fn dial_peer<S: Signaling + ?Sized>(
     address: &str,
 ) -> Result<(Peer, PeerId), TransportError> {
     let mut p = Peer::open(config).await?;
-    let offer = p.pc.create_offer(None).await.map_err(rtc_err)?;
-    let sdp = p.local_sdp(offer).await?;
-    let mut session = [0u8; 16];
-    dryoc::rng::copy_randombytes(&mut session);
-    let offer = Description {
-        kind: DescriptionKind::Offer,
-        session,
-        from: identity.peer_id(),
-        to: peer,
-        sdp,
-    };
-    let answer = signaling
-        .exchange(peer, address, offer.encode()?)
-        .await
-        .map_err(signaling_err)?;
-    let answer = Description::decode(&answer)?;
-    if answer.kind != DescriptionKind::Answer
-        || answer.session != session
-        || answer.from != peer
-        || answer.to != identity.peer_id()
-    {
-        return Err(TransportError::Malformed("answer does not match the offer"));
-    }
-    p.pc.set_remote_description(RTCSessionDescription::answer(answer.sdp).map_err(rtc_err)?)
-        .await
-        .map_err(rtc_err)?;
-    p.wait_open().await?;
-    let (local, remote) = p.fingerprints().await?;
-    let binding = wire::channel_binding(&local, &remote);
-    let (initiator, m1) = Initiator::start(&binding, Some(peer))?;
-    let m2 = p.send_until_answered(&m1).await?;
-    let (m3, session) = initiator.on_m2(identity, &m2)?;
-    p.send_raw(&m3).await?;
-    Ok((p, session.remote))
+    let remote = session::dial(
+        &mut p,
+        &TokioRuntime::current(),
+        identity,
+        signaling,
+        peer,
+        address,
+    )
+    .await?;
+    Ok((p, remote))
+}
+
+struct Inner<S> {
+    identity: Arc<Identity>,
+    signaling: Arc<S>,
+    config: WebRtcConfig,
+    seen: Mutex<Seen>,
 }
 
 impl<S: Signaling> Inner<S> {
@@ -388,58 +339,10 @@ impl<S: Signaling> Inner<S> {
     }
 
     async fn answer(&self, incoming: IncomingOffer) -> Result<WebRtcConnection, TransportError> {
-        let offer = Description::decode(&incoming.offer)?;
-        if offer.kind != DescriptionKind::Offer || offer.to != self.identity.peer_id() {
-            return Err(TransportError::Malformed("not an offer for this peer"));
-        }
-        if !self
-            .seen
-            .lock()
-            .map_err(|_| TransportError::Closed)?
-            .insert(offer.session)
-        {
-            return Err(TransportError::Replay);
-        }
+        let offer = session::check_offer(&self.identity, &self.seen, &incoming)?;
         let mut p = Peer::open(&self.config).await?;
-        p.pc.set_remote_description(RTCSessionDescription::offer(offer.sdp).map_err(rtc_err)?)
-            .await
-            .map_err(rtc_err)?;
-        let answer = p.pc.create_answer(None).await.map_err(rtc_err)?;
-        let sdp = p.local_sdp(answer).await?;
-        let answer = Description {
-            kind: DescriptionKind::Answer,
-            session: offer.session,
-            from: self.identity.peer_id(),
-            to: offer.from,
-            sdp,
-        };
-        incoming
-            .responder
-            .answer(answer.encode()?)
-            .await
-            .map_err(signaling_err)?;
-        p.wait_open().await?;
-        let (local, remote) = p.fingerprints().await?;
-        let binding = wire::channel_binding(&remote, &local);
-        let m1 = p.recv_raw().await?;
-        let (responder, m2) = Responder::on_m1(&self.identity, &binding, &m1)?;
-        p.send_raw(&m2).await?;
-        // M1 may come again (see `send_until_answered`): the same bytes are not M3.
-        let m3 = loop {
-            let m = p.recv_raw().await?;
-            if m != m1 {
-                break m;
-            }
-        };
-        let session = responder.on_m3(&m3)?;
-        if session.remote != offer.from {
-            return Err(mesh_transport::handshake::HandshakeError::UnexpectedPeer {
-                expected: offer.from,
-                actual: session.remote,
-            }
-            .into());
-        }
-        Ok(WebRtcConnection::start(p, session.remote, &self.config))
+        let remote = session::answer(&mut p, &self.identity, offer, incoming.responder).await?;
+        Ok(WebRtcConnection::start(p, remote, &self.config))
     }
 }
 
@@ -472,10 +375,7 @@ impl<S: Signaling> WebRtcTransport<S> {
             identity,
             signaling,
             config,
-            seen: Mutex::new(Seen {
-                set: HashSet::new(),
-                order: VecDeque::new(),
-            }),
+            seen: Mutex::new(Seen::default()),
         });
         let (tx, rx) = mpsc::channel(inner.config.max_concurrent_accepts.max(1));
         let task = tokio::spawn(accept_loop(inner.clone(), tx));

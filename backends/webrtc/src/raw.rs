@@ -2,19 +2,13 @@
 //! and a misbehaving peer for tests (it can put any bytes on a channel after an honest
 //! handshake). Behind the `raw` feature; not for production use.
 
-use bytes::BytesMut;
 use mesh_crypto::{Identity, PeerId};
 use mesh_transport::TransportError;
-use webrtc::data_channel::DataChannelEvent;
-use webrtc::peer_connection::RTCSessionDescription;
 
 use crate::WebRtcConfig;
 use crate::native::{Peer, dial_peer};
+use crate::session::RtcPeer;
 use crate::signaling::Signaling;
-
-fn rtc_err(e: impl std::fmt::Display) -> TransportError {
-    TransportError::Unreachable(format!("webrtc: {e}"))
-}
 
 /// One end of an open reliable, ordered data channel.
 pub struct RawChannel {
@@ -62,11 +56,7 @@ impl RawChannel {
     /// # Errors
     /// [`TransportError::Closed`].
     pub async fn send(&self, message: &[u8]) -> Result<(), TransportError> {
-        self.peer
-            .reliable
-            .send(BytesMut::from(message))
-            .await
-            .map_err(|_| TransportError::Closed)
+        self.peer.send_message(message).await
     }
 
     /// The next data-channel message.
@@ -74,16 +64,7 @@ impl RawChannel {
     /// # Errors
     /// [`TransportError::Closed`] once the channel closed.
     pub async fn recv(&mut self) -> Result<Vec<u8>, TransportError> {
-        if let Some(m) = self.peer.early.pop_front() {
-            return Ok(m.to_vec());
-        }
-        loop {
-            match self.peer.reliable.poll().await {
-                Some(DataChannelEvent::OnMessage(m)) => return Ok(m.data.to_vec()),
-                Some(DataChannelEvent::OnClose) | None => return Err(TransportError::Closed),
-                Some(_) => {}
-            }
-        }
+        self.peer.recv_message().await
     }
 
     /// Closes the peer connection.
@@ -110,8 +91,7 @@ impl RawPending {
     /// Any WebRTC failure.
     pub async fn offer(config: &WebRtcConfig) -> Result<(Self, String), TransportError> {
         let mut peer = Peer::open(config).await?;
-        let offer = peer.pc.create_offer(None).await.map_err(rtc_err)?;
-        let sdp = peer.local_sdp(offer).await?;
+        let sdp = peer.create_offer().await?;
         Ok((Self { peer }, sdp))
     }
 
@@ -124,14 +104,7 @@ impl RawPending {
         config: &WebRtcConfig,
     ) -> Result<(Self, String), TransportError> {
         let mut peer = Peer::open(config).await?;
-        peer.pc
-            .set_remote_description(
-                RTCSessionDescription::offer(offer.to_string()).map_err(rtc_err)?,
-            )
-            .await
-            .map_err(rtc_err)?;
-        let answer = peer.pc.create_answer(None).await.map_err(rtc_err)?;
-        let sdp = peer.local_sdp(answer).await?;
+        let sdp = peer.create_answer(offer).await?;
         Ok((Self { peer }, sdp))
     }
 
@@ -140,13 +113,7 @@ impl RawPending {
     /// # Errors
     /// Any WebRTC failure.
     pub async fn accept_answer(&mut self, answer: &str) -> Result<(), TransportError> {
-        self.peer
-            .pc
-            .set_remote_description(
-                RTCSessionDescription::answer(answer.to_string()).map_err(rtc_err)?,
-            )
-            .await
-            .map_err(rtc_err)
+        self.peer.accept_answer(answer).await
     }
 
     /// Waits until both channels are open.

@@ -2,6 +2,7 @@
 //! kind of signaling, a signaling relay that splices itself in and is refused, and bad input
 //! from an authenticated peer closing the link with a typed error.
 
+#![cfg(not(target_arch = "wasm32"))]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

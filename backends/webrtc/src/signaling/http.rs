@@ -13,7 +13,7 @@
 use async_trait::async_trait;
 use mesh_crypto::PeerId;
 
-use super::{IncomingOffer, MAX_SIGNALING_MESSAGE, Signaling, SignalingError};
+use super::{IncomingOffer, Signaling, SignalingError};
 
 /// Path of the signaling endpoint.
 pub const SIGNAL_PATH: &str = "/mesh/v1/signal";
@@ -38,9 +38,9 @@ mod native {
     use tokio::sync::{mpsc, oneshot};
 
     use super::{
-        ANSWER_TIMEOUT, IncomingOffer, MAX_SIGNALING_MESSAGE, PeerId, SIGNAL_PATH, Signaling,
-        SignalingError, async_trait,
+        ANSWER_TIMEOUT, IncomingOffer, PeerId, SIGNAL_PATH, Signaling, SignalingError, async_trait,
     };
+    use crate::signaling::MAX_SIGNALING_MESSAGE;
     use crate::signaling::Responder;
 
     /// Offers waiting for the transport; more get `503`.
