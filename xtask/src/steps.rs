@@ -17,6 +17,7 @@ const WASM_CRATES: &[&str] = &[
     "mesh-transport",
     "mesh-store-memory",
     "mesh-store-indexeddb",
+    "mesh-transport-webrtc",
 ];
 /// Browser test targets: (package, integration test name).
 const WASM_TESTS: &[(&str, &str)] = &[
@@ -456,6 +457,73 @@ impl Ci {
                 },
             );
         }
+        self.step_needing(
+            "test (wasm32, headless Chromium): WebRTC browser <-> native",
+            &needs,
+            Self::test_browser_webrtc,
+        );
+    }
+
+    /// The browser ↔ native WebRTC test: starts the native test peer, passes its signaling
+    /// URL and identity to the browser test at build time, and stops the peer afterwards.
+    fn test_browser_webrtc(&mut self) -> Result<Outcome, String> {
+        self.cargo(
+            &[
+                "build",
+                "--locked",
+                "-p",
+                "mesh-transport-webrtc",
+                "--example",
+                "test-peer",
+            ],
+            &[],
+        )?;
+        let exe = self.target_dir().join("debug/examples/test-peer");
+        let mut peer = Command::new(&exe)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+        let ready = peer
+            .stdout
+            .take()
+            .and_then(|out| BufReader::new(out).lines().next())
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        let result = match ready.strip_prefix("READY ") {
+            Some(spec) => {
+                eprintln!("    native test peer: {spec}");
+                self.cargo(
+                    &[
+                        "test",
+                        "--locked",
+                        "-p",
+                        "mesh-transport-webrtc",
+                        "--target",
+                        "wasm32-unknown-unknown",
+                        "--test",
+                        "browser",
+                    ],
+                    &[
+                        ("CHROMEDRIVER", CHROMEDRIVER),
+                        ("WASM_BINDGEN_TEST_TIMEOUT", "120"),
+                        ("MESH_TEST_PEER", spec),
+                    ],
+                )
+            }
+            None => Err(format!("the native test peer did not start: {ready:?}")),
+        };
+        // Closing its stdin stops the peer; kill it if it does not.
+        drop(peer.stdin.take());
+        for _ in 0..50 {
+            if peer.try_wait().map_err(|e| e.to_string())?.is_some() {
+                return result;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = peer.kill();
+        let _ = peer.wait();
+        result
     }
 
     pub(crate) fn interop(&mut self) {
