@@ -26,6 +26,8 @@ const WASM_TESTS: &[(&str, &str)] = &[
     ("mesh-store-indexeddb", "web"),
 ];
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// Setup step for the native build's system libraries: D-Bus for btleplug (BLE on Linux).
+const NATIVE_PACKAGES: &str = "apt libdbus-1-dev + pkg-config";
 const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// How a step ended.
@@ -177,6 +179,29 @@ impl Ci {
     // ---------------------------------------------------------------- setup
 
     pub(crate) fn setup_all(&mut self) {
+        self.setup_step(NATIVE_PACKAGES, |c| {
+            let present = Command::new("pkg-config")
+                .args(["--exists", "dbus-1"])
+                .status()
+                .is_ok_and(|s| s.success());
+            if present {
+                return Ok(Outcome::PassedWithNote("present".into()));
+            }
+            let env = [("DEBIAN_FRONTEND", "noninteractive")];
+            c.run("apt-get", &["update", "-q"], &env)?;
+            c.run(
+                "apt-get",
+                &[
+                    "install",
+                    "-y",
+                    "-q",
+                    "--no-install-recommends",
+                    "libdbus-1-dev",
+                    "pkg-config",
+                ],
+                &env,
+            )
+        });
         self.setup_wasm();
         self.setup_step("install cargo-deny", |c| {
             if tool_version("cargo-deny", &["--version"])
@@ -320,7 +345,7 @@ impl Ci {
         self.step("no placeholder keys, pins or signatures", |c| {
             crate::placeholders::check(&c.root)
         });
-        self.step("clippy (native)", |c| {
+        self.step_needing("clippy (native)", &[NATIVE_PACKAGES], |c| {
             c.cargo(
                 &[
                     "clippy",
@@ -352,7 +377,7 @@ impl Ci {
             args.extend(["--", "-D", "warnings"]);
             c.cargo(&args, &[])
         });
-        self.step("test (native)", |c| {
+        self.step_needing("test (native)", &[NATIVE_PACKAGES], |c| {
             // --no-fail-fast: every test binary runs, so the summary counts all failures.
             c.cargo(
                 &[
@@ -365,7 +390,7 @@ impl Ci {
                 &[],
             )
         });
-        self.step("rustdoc", |c| {
+        self.step_needing("rustdoc", &[NATIVE_PACKAGES], |c| {
             c.cargo(
                 &[
                     "doc",
@@ -409,12 +434,21 @@ impl Ci {
                 c.cargo(&["fetch", "--locked"], &[])?;
                 let db = c.target_dir().join("advisory-db").join(ADVISORY_DB_DIR);
                 if db.exists() {
-                    c.cargo(&["deny", "--offline", "check"], &[]).map(|_| {
-                        Outcome::PassedWithNote("advisories, bans, licenses, sources".into())
-                    })
+                    c.cargo(&["deny", "--all-features", "--offline", "check"], &[])
+                        .map(|_| {
+                            Outcome::PassedWithNote("advisories, bans, licenses, sources".into())
+                        })
                 } else {
                     c.cargo(
-                        &["deny", "--offline", "check", "bans", "licenses", "sources"],
+                        &[
+                            "deny",
+                            "--all-features",
+                            "--offline",
+                            "check",
+                            "bans",
+                            "licenses",
+                            "sources",
+                        ],
                         &[],
                     )
                     .map(|_| {
