@@ -427,6 +427,13 @@ impl Ci {
                 )
             })
         });
+        self.step("bench smoke (transport, quick)", |c| {
+            crate::bench::run(c, "transport", false, true).map(|()| {
+                Outcome::PassedWithNote(
+                    "numbers not meaningful: debug build, 50 round trips, 500 + 20 frames".into(),
+                )
+            })
+        });
         self.step_needing(
             "cargo deny",
             &["install cargo-deny", "advisory database"],
