@@ -17,6 +17,37 @@
 //! - Browser (`BrowserTransport`, wasm32): the browser's `RTCPeerConnection` through web-sys,
 //!   behind the same traits.
 
+//!
+//! ```
+//! # #[cfg(not(target_arch = "wasm32"))]
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use mesh_crypto::Identity;
+//! use mesh_transport::{Connection, Frame, ProtocolId, Transport};
+//! use mesh_transport_webrtc::{WebRtcConfig, WebRtcTransport, signaling::http::HttpSignaling};
+//!
+//! // Bob serves HTTP signaling; Alice dials him through it.
+//! let bob_id = Arc::new(Identity::generate());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let bob_sig = Arc::new(HttpSignaling::serve(listener)?);
+//! let url = bob_sig.url().ok_or("not serving")?;
+//! let bob = WebRtcTransport::new(bob_id.clone(), bob_sig, WebRtcConfig::loopback());
+//! let alice = WebRtcTransport::new(
+//!     Arc::new(Identity::generate()),
+//!     Arc::new(HttpSignaling::client()),
+//!     WebRtcConfig::loopback(),
+//! );
+//! let (a, b) = tokio::join!(alice.dial(bob_id.peer_id(), &url), bob.accept());
+//! let (a, b) = (a?, b?); // both identities proven over the DTLS-bound handshake
+//! a.send(Frame::new(ProtocolId::MESSAGING, b"hi".to_vec())?).await?;
+//! assert_eq!(b.recv().await?.payload, b"hi");
+//! # Ok(())
+//! # }
+//! # #[cfg(target_arch = "wasm32")]
+//! # fn main() {}
+//! ```
+
 #![forbid(unsafe_code)]
 
 mod session;

@@ -5,7 +5,7 @@
 //! covers the DTLS fingerprints both ends actually used). Three implementations:
 //!
 //! - [`mesh::MeshSignaling`]: relayed through an existing mesh connection (a peer introduces
-//!   two of its neighbours); [`mesh::SignalingRelay`] is the relay's side.
+//!   two of its neighbours); the same type is the relay's side.
 //! - [`http::HttpSignaling`]: an HTTP endpoint (what `meshd` serves for browsers and first
 //!   contact) and its client.
 //! - [`manual::ManualSignaling`]: signed copy-paste / QR text for manual pairing.
