@@ -606,12 +606,5 @@ pub(crate) async fn fetch_post(url: &str, body: &[u8]) -> Result<Vec<u8>, Signal
         });
     }
     let bytes = bytes.to_vec();
-    match response.status() {
-        200 => Ok(bytes),
-        504 => Err(SignalingError::Timeout),
-        s => Err(SignalingError::Refused(format!(
-            "{s}: {}",
-            String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
-        ))),
-    }
+    crate::signaling::http::response_result(response.status(), bytes)
 }

@@ -22,6 +22,18 @@ pub const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2
 
 #[cfg(target_arch = "wasm32")]
 pub use browser::HttpSignaling;
+/// What a response to a signaling POST means, on every client: `200` carries the answer.
+pub(crate) fn response_result(status: u16, body: Vec<u8>) -> Result<Vec<u8>, SignalingError> {
+    match status {
+        200 => Ok(body),
+        504 => Err(SignalingError::Timeout),
+        s => Err(SignalingError::Refused(format!(
+            "{s}: {}",
+            String::from_utf8_lossy(&body[..body.len().min(200)])
+        ))),
+    }
+}
+
 #[cfg(not(target_arch = "wasm32"))]
 pub use native::HttpSignaling;
 
@@ -232,14 +244,7 @@ mod native {
                 max: MAX_SIGNALING_MESSAGE,
             })?
             .to_bytes();
-        match status {
-            StatusCode::OK => Ok(body.to_vec()),
-            StatusCode::GATEWAY_TIMEOUT => Err(SignalingError::Timeout),
-            s => Err(SignalingError::Refused(format!(
-                "{s}: {}",
-                String::from_utf8_lossy(&body[..body.len().min(200)])
-            ))),
-        }
+        super::response_result(status.as_u16(), body.to_vec())
     }
 
     #[async_trait]
