@@ -18,6 +18,7 @@ const WASM_CRATES: &[&str] = &[
     "mesh-store-memory",
     "mesh-store-indexeddb",
     "mesh-transport-webrtc",
+    "mesh-dht",
 ];
 /// Browser test targets: (package, integration test name).
 const WASM_TESTS: &[(&str, &str)] = &[

@@ -1,0 +1,339 @@
+//! The routing table: 256 k-buckets with replacement caches and liveness checks (sans-IO).
+//!
+//! A bucket keeps its contacts least recently seen first. A new contact for a full bucket does
+//! not evict anyone: it waits in the bucket's replacement cache while the least recently seen
+//! contact is pinged ([`Insert::Full`]); only a failed ping ([`RoutingTable::on_failure`], after
+//! [`MAX_FAILURES`]) makes room, and the freshest replacement takes the place. Long-lived
+//! contacts are thereby preferred, which is what makes Kademlia hard to flood with new
+//! identities.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use mesh_crypto::PeerId;
+
+use crate::key::{KEY_BITS, Key};
+
+/// Contacts per bucket (Kademlia's k).
+pub const K: usize = 20;
+/// Waiting contacts per bucket.
+pub const REPLACEMENTS: usize = K;
+/// Failed requests in a row after which a contact is dropped.
+pub const MAX_FAILURES: u8 = 3;
+/// Longest transport address kept for a contact.
+pub const MAX_ADDRESS_LEN: usize = 256;
+
+/// A node we know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contact {
+    /// Its identity.
+    pub peer: PeerId,
+    /// BLAKE2b-256 of `peer`.
+    pub key: Key,
+    /// How to reach it (transport-specific; empty when only reachable through others).
+    pub address: String,
+    /// When it last answered us or sent us something, on the node's monotonic clock.
+    pub last_seen: Duration,
+    /// Requests to it that failed since it last answered.
+    pub failures: u8,
+}
+
+impl Contact {
+    /// A contact seen at `now`. Addresses over [`MAX_ADDRESS_LEN`] are dropped.
+    pub fn new(peer: PeerId, address: &str, now: Duration) -> Self {
+        Self {
+            peer,
+            key: Key::of_peer(&peer),
+            address: if address.len() <= MAX_ADDRESS_LEN {
+                address.to_string()
+            } else {
+                String::new()
+            },
+            last_seen: now,
+            failures: 0,
+        }
+    }
+}
+
+/// What [`RoutingTable::insert`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Insert {
+    /// Added to its bucket.
+    Added,
+    /// Already known: moved to the most recently seen end, address refreshed.
+    Updated,
+    /// The bucket is full: the contact waits in the replacement cache; ping `check` (the least
+    /// recently seen contact) and report the outcome.
+    Full {
+        /// Whom to ping.
+        check: PeerId,
+    },
+    /// Our own identity: never stored.
+    SelfIgnored,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Bucket {
+    /// Least recently seen first.
+    entries: VecDeque<Contact>,
+    /// Most recently seen last.
+    replacements: VecDeque<Contact>,
+    /// When a lookup last touched this bucket's range.
+    refreshed: Duration,
+}
+
+/// 256 k-buckets around the local key.
+#[derive(Debug, Clone)]
+pub struct RoutingTable {
+    local: Key,
+    local_peer: PeerId,
+    buckets: Vec<Bucket>,
+}
+
+impl RoutingTable {
+    /// An empty table for the node `local`.
+    pub fn new(local: PeerId) -> Self {
+        Self {
+            local: Key::of_peer(&local),
+            local_peer: local,
+            buckets: vec![Bucket::default(); KEY_BITS],
+        }
+    }
+
+    /// The local node's key.
+    pub fn local_key(&self) -> Key {
+        self.local
+    }
+
+    /// Contacts in the table (replacements not counted).
+    pub fn len(&self) -> usize {
+        self.buckets.iter().map(|b| b.entries.len()).sum()
+    }
+
+    /// Whether the table has no contacts.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn bucket_of(&self, key: &Key) -> Option<usize> {
+        self.local.bucket_index(key)
+    }
+
+    /// Records that `contact` is alive (it answered, or sent us a valid message).
+    pub fn insert(&mut self, contact: Contact) -> Insert {
+        if contact.peer == self.local_peer {
+            return Insert::SelfIgnored;
+        }
+        let Some(i) = self.bucket_of(&contact.key) else {
+            return Insert::SelfIgnored;
+        };
+        let bucket = &mut self.buckets[i];
+        if let Some(pos) = bucket.entries.iter().position(|c| c.peer == contact.peer) {
+            let mut known = bucket
+                .entries
+                .remove(pos)
+                .unwrap_or_else(|| contact.clone());
+            known.last_seen = contact.last_seen;
+            known.failures = 0;
+            if !contact.address.is_empty() {
+                known.address = contact.address;
+            }
+            bucket.entries.push_back(known);
+            return Insert::Updated;
+        }
+        if bucket.entries.len() < K {
+            bucket.entries.push_back(contact);
+            return Insert::Added;
+        }
+        bucket.replacements.retain(|c| c.peer != contact.peer);
+        if bucket.replacements.len() >= REPLACEMENTS {
+            bucket.replacements.pop_front();
+        }
+        bucket.replacements.push_back(contact);
+        let check = bucket.entries.front().map_or(self.local_peer, |c| c.peer);
+        Insert::Full { check }
+    }
+
+    /// Records a failed request to `peer`; after [`MAX_FAILURES`] in a row it is dropped and
+    /// the freshest replacement takes its place. Returns whether it was dropped.
+    pub fn on_failure(&mut self, peer: &PeerId) -> bool {
+        let Some(i) = self.bucket_of(&Key::of_peer(peer)) else {
+            return false;
+        };
+        let bucket = &mut self.buckets[i];
+        let Some(pos) = bucket.entries.iter().position(|c| c.peer == *peer) else {
+            bucket.replacements.retain(|c| c.peer != *peer);
+            return false;
+        };
+        let contact = &mut bucket.entries[pos];
+        contact.failures = contact.failures.saturating_add(1);
+        if contact.failures < MAX_FAILURES {
+            return false;
+        }
+        bucket.entries.remove(pos);
+        if let Some(replacement) = bucket.replacements.pop_back() {
+            bucket.entries.push_back(replacement);
+        }
+        true
+    }
+
+    /// Removes `peer` at once (it proved hostile, or left).
+    pub fn remove(&mut self, peer: &PeerId) {
+        if let Some(i) = self.bucket_of(&Key::of_peer(peer)) {
+            let bucket = &mut self.buckets[i];
+            bucket.entries.retain(|c| c.peer != *peer);
+            bucket.replacements.retain(|c| c.peer != *peer);
+        }
+    }
+
+    /// The contact for `peer`, if in the table.
+    pub fn get(&self, peer: &PeerId) -> Option<&Contact> {
+        let i = self.bucket_of(&Key::of_peer(peer))?;
+        self.buckets[i].entries.iter().find(|c| c.peer == *peer)
+    }
+
+    /// Up to `n` contacts closest to `target`, closest first.
+    pub fn closest(&self, target: &Key, n: usize) -> Vec<Contact> {
+        let mut all: Vec<&Contact> = self.buckets.iter().flat_map(|b| &b.entries).collect();
+        all.sort_by_key(|c| c.key.distance(target));
+        all.into_iter().take(n).cloned().collect()
+    }
+
+    /// Every contact (for persistence).
+    pub fn contacts(&self) -> impl Iterator<Item = &Contact> {
+        self.buckets.iter().flat_map(|b| &b.entries)
+    }
+
+    /// Marks the bucket `target` falls in as refreshed at `now` (a lookup went there).
+    pub fn touch(&mut self, target: &Key, now: Duration) {
+        if let Some(i) = self.bucket_of(target) {
+            self.buckets[i].refreshed = now;
+        }
+    }
+
+    /// Indices of non-empty buckets not refreshed within `interval` before `now`.
+    pub fn stale_buckets(&self, now: Duration, interval: Duration) -> Vec<usize> {
+        self.buckets
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| !b.entries.is_empty() && now.saturating_sub(b.refreshed) >= interval)
+            .map(|(i, _)| i)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mesh_crypto::Identity;
+
+    use super::*;
+
+    fn peer(n: u32) -> PeerId {
+        let mut seed = [0u8; 32];
+        seed[..4].copy_from_slice(&n.to_le_bytes());
+        Identity::from_seed(&seed).peer_id()
+    }
+
+    /// Peers that land in the local node's bucket `index`, found by search.
+    fn peers_in_bucket(table: &RoutingTable, index: usize, count: usize) -> Vec<PeerId> {
+        (1..)
+            .map(peer)
+            .filter(|p| table.local_key().bucket_index(&Key::of_peer(p)) == Some(index))
+            .take(count)
+            .collect()
+    }
+
+    #[test]
+    fn a_full_bucket_keeps_old_contacts_until_they_fail() {
+        let mut t = RoutingTable::new(peer(0));
+        // Bucket 255 holds half the key space: easy to fill.
+        let ps = peers_in_bucket(&t, 255, K + 2);
+        for (i, p) in ps[..K].iter().enumerate() {
+            assert_eq!(
+                t.insert(Contact::new(*p, "a", Duration::from_secs(i as u64))),
+                Insert::Added
+            );
+        }
+        assert_eq!(t.len(), K);
+        // The 21st waits; the least recently seen is to be checked.
+        let newcomer = Contact::new(ps[K], "b", Duration::from_secs(100));
+        assert_eq!(t.insert(newcomer), Insert::Full { check: ps[0] });
+        assert_eq!(t.len(), K);
+        assert!(t.get(&ps[K]).is_none());
+        // The old contact answers: it stays, the newcomer keeps waiting.
+        assert_eq!(
+            t.insert(Contact::new(ps[0], "", Duration::from_secs(101))),
+            Insert::Updated
+        );
+        assert_eq!(
+            t.get(&ps[0]).unwrap().address,
+            "a",
+            "empty address keeps the old one"
+        );
+        // ps[1] is now least recently seen; it fails MAX_FAILURES times and is replaced.
+        for i in 0..MAX_FAILURES {
+            assert_eq!(t.on_failure(&ps[1]), i + 1 == MAX_FAILURES);
+        }
+        assert!(t.get(&ps[1]).is_none());
+        assert!(
+            t.get(&ps[K]).is_some(),
+            "the waiting contact took the place"
+        );
+        assert_eq!(t.len(), K);
+    }
+
+    #[test]
+    fn replacement_caches_are_bounded_and_self_is_ignored() {
+        let me = peer(0);
+        let mut t = RoutingTable::new(me);
+        assert_eq!(
+            t.insert(Contact::new(me, "", Duration::ZERO)),
+            Insert::SelfIgnored
+        );
+        let ps = peers_in_bucket(&t, 255, K + REPLACEMENTS + 5);
+        for p in &ps {
+            t.insert(Contact::new(*p, "", Duration::ZERO));
+        }
+        assert_eq!(t.len(), K);
+        assert_eq!(t.buckets[255].replacements.len(), REPLACEMENTS);
+        // The oldest waiting contacts were the ones dropped.
+        assert!(t.buckets[255].replacements.iter().all(|c| c.peer != ps[K]));
+        let long = "x".repeat(MAX_ADDRESS_LEN + 1);
+        assert_eq!(Contact::new(ps[0], &long, Duration::ZERO).address, "");
+    }
+
+    #[test]
+    fn closest_sorts_by_xor_distance() {
+        let mut t = RoutingTable::new(peer(0));
+        for n in 1..200 {
+            t.insert(Contact::new(peer(n), "", Duration::ZERO));
+        }
+        let target = Key::of_peer(&peer(5000));
+        let got = t.closest(&target, K);
+        assert_eq!(got.len(), K);
+        let mut all: Vec<Contact> = t.contacts().cloned().collect();
+        all.sort_by_key(|c| c.key.distance(&target));
+        assert_eq!(got, all[..K].to_vec());
+        assert!(
+            got.windows(2)
+                .all(|w| w[0].key.distance(&target) <= w[1].key.distance(&target))
+        );
+    }
+
+    #[test]
+    fn stale_buckets_are_reported_until_touched() {
+        let mut t = RoutingTable::new(peer(0));
+        let p = peers_in_bucket(&t, 255, 1)[0];
+        t.insert(Contact::new(p, "", Duration::ZERO));
+        let hour = Duration::from_secs(3600);
+        assert_eq!(t.stale_buckets(hour, hour), vec![255]);
+        t.touch(&Key::of_peer(&p), hour);
+        assert!(
+            t.stale_buckets(hour + Duration::from_secs(1), hour)
+                .is_empty()
+        );
+        t.remove(&p);
+        assert!(t.is_empty());
+        assert!(t.stale_buckets(3 * hour, hour).is_empty());
+    }
+}
