@@ -17,8 +17,11 @@ use crate::routing::{Contact, K};
 pub const ALPHA: usize = 3;
 /// Candidates a lookup keeps (the closest ones).
 pub const MAX_CANDIDATES: usize = 4 * K;
-/// How long an answer may take before the request counts as failed.
+/// How long an answer may take before the request counts as lost.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Times a candidate is asked before a lost request makes it failed (lossy links lose some
+/// requests or answers; without a retry a lookup misses every node whose answer was lost).
+pub const MAX_ATTEMPTS: u8 = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -32,6 +35,8 @@ enum State {
 struct Candidate {
     contact: Contact,
     state: State,
+    /// Requests sent to it.
+    attempts: u8,
     /// Hops from the start: 1 for contacts from our own table.
     hops: u32,
 }
@@ -103,6 +108,7 @@ impl Lookup {
             Candidate {
                 contact,
                 state: State::Waiting,
+                attempts: 0,
                 hops,
             },
         );
@@ -136,7 +142,11 @@ impl Lookup {
             if let State::InFlight(since) = c.state
                 && now.saturating_sub(since) >= REQUEST_TIMEOUT
             {
-                c.state = State::Failed;
+                c.state = if c.attempts < MAX_ATTEMPTS {
+                    State::Waiting
+                } else {
+                    State::Failed
+                };
             }
         }
         if self.is_done() {
@@ -156,6 +166,7 @@ impl Lookup {
             }
             if c.state == State::Waiting {
                 c.state = State::InFlight(now);
+                c.attempts += 1;
                 out.push(c.contact.clone());
             }
         }
@@ -198,10 +209,24 @@ impl Lookup {
         self.value = Some((*from, value, hops));
     }
 
-    /// A request to `peer` failed (error, bad answer, closed link).
+    /// A request to `peer` failed for good (a bad answer, no way to send).
     pub fn on_failure(&mut self, peer: &PeerId) {
         if let Some(c) = self.find(peer) {
             c.state = State::Failed;
+        }
+    }
+
+    /// A request to `peer` got no answer in time: it is asked again, up to [`MAX_ATTEMPTS`]
+    /// times in all.
+    pub fn on_timeout(&mut self, peer: &PeerId) {
+        if let Some(c) = self.find(peer)
+            && matches!(c.state, State::InFlight(_))
+        {
+            c.state = if c.attempts < MAX_ATTEMPTS {
+                State::Waiting
+            } else {
+                State::Failed
+            };
         }
     }
 
@@ -244,27 +269,20 @@ mod tests {
         Identity::from_seed(&seed).peer_id()
     }
 
-    /// A static network of `n` nodes, each knowing its k closest nodes (as a node does after
-    /// its bootstrap lookup for itself) and about one in eleven of the others.
-    fn network(n: u32) -> HashMap<PeerId, RoutingTable> {
+    /// A static network of `n` nodes whose tables saw every other node, each in a rotated
+    /// order (so buckets hold different contacts): full Kademlia tables.
+    fn network(n: u32) -> (Vec<PeerId>, HashMap<PeerId, RoutingTable>) {
         let peers: Vec<PeerId> = (0..n).map(peer).collect();
         let mut tables: HashMap<PeerId, RoutingTable> =
             peers.iter().map(|p| (*p, RoutingTable::new(*p))).collect();
         for (i, p) in peers.iter().enumerate() {
-            let me = Key::of_peer(p);
-            let mut near = peers.clone();
-            near.sort_by_key(|q| Key::of_peer(q).distance(&me));
             let table = tables.get_mut(p).unwrap();
-            for q in near.iter().take(K + 1) {
-                table.insert(Contact::new(*q, "", Duration::ZERO));
-            }
-            for (j, q) in peers.iter().enumerate() {
-                if (i * 7919 + j * 104_729) % 11 == 0 {
-                    table.insert(Contact::new(*q, "", Duration::ZERO));
-                }
+            for j in 0..peers.len() {
+                let q = peers[(i * 7 + j) % peers.len()];
+                table.insert(Contact::new(q, "", Duration::ZERO));
             }
         }
-        tables
+        (peers, tables)
     }
 
     fn run(tables: &HashMap<PeerId, RoutingTable>, from: PeerId, target: Key) -> Outcome {
@@ -286,8 +304,7 @@ mod tests {
 
     #[test]
     fn lookups_converge_on_the_true_closest_nodes() {
-        let tables = network(500);
-        let all: Vec<PeerId> = tables.keys().copied().collect();
+        let (all, tables) = network(500);
         for t in 0..20u32 {
             let target = Key::of_peer(&peer(100_000 + t));
             let outcome = run(&tables, all[t as usize], target);
@@ -313,8 +330,15 @@ mod tests {
             l.next(Duration::from_millis(1)).is_empty(),
             "alpha in flight already"
         );
-        // Nobody answers: after the timeout, the next three are asked.
-        let second = l.next(REQUEST_TIMEOUT);
+        // Nobody answers: after the timeout the same three are asked again, up to
+        // MAX_ATTEMPTS times; then they count as failed and the next three are asked.
+        let mut now = Duration::ZERO;
+        for _ in 1..MAX_ATTEMPTS {
+            now += REQUEST_TIMEOUT;
+            assert_eq!(l.next(now), first);
+        }
+        now += REQUEST_TIMEOUT;
+        let second = l.next(now);
         assert_eq!(second.len(), ALPHA);
         assert!(second.iter().all(|c| !first.contains(c)));
         // Answers from peers never asked are ignored.

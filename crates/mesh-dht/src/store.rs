@@ -148,7 +148,8 @@ type Limiter = RateLimiter<
 pub struct RecordStore {
     config: StoreConfig,
     entries: HashMap<Key, Entry>,
-    usage: HashMap<PeerId, Usage>,
+    /// Ordered, so eviction breaks ties the same way in every run.
+    usage: BTreeMap<PeerId, Usage>,
     total: usize,
     tick: u64,
     limiter: Limiter,
@@ -185,7 +186,7 @@ impl RecordStore {
         Self {
             config,
             entries: HashMap::new(),
-            usage: HashMap::new(),
+            usage: BTreeMap::new(),
             total: 0,
             tick: 0,
             limiter: RateLimiter::hashmap_with_clock(Quota::per_minute(per_minute), clock.clone()),
