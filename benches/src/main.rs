@@ -6,6 +6,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod crypto;
+mod dht;
 mod storage;
 mod timing;
 mod transport;
@@ -16,7 +17,7 @@ use std::time::Duration;
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(suite) = args.first() else {
-        eprintln!("usage: mesh-bench crypto|storage|transport [--quick] [--json PATH]");
+        eprintln!("usage: mesh-bench crypto|dht|storage|transport [--quick] [--json PATH]");
         return ExitCode::from(2);
     };
     let quick = args.iter().any(|a| a == "--quick");
@@ -66,6 +67,14 @@ fn main() -> ExitCode {
             );
             report.ours
         }
+        "dht" => {
+            report_baseline(
+                &mut extra,
+                "the same store, verifying the record's signature before any other check",
+                &dht::run_baseline(budget),
+            );
+            dht::run(budget)
+        }
         "transport" => {
             let Some(rt) = tokio_runtime() else {
                 return ExitCode::FAILURE;
@@ -77,18 +86,15 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let baseline = "raw webrtc-rs data channel carrying the same messages (no mesh link)";
-            println!("baseline: {baseline}");
-            print_table(&report.baseline);
-            println!("\nours:");
-            extra.insert(
-                "baseline".into(),
-                serde_json::json!({ "implementation": baseline, "results": report.baseline }),
+            report_baseline(
+                &mut extra,
+                "raw webrtc-rs data channel carrying the same messages (no mesh link)",
+                &report.baseline,
             );
             report.ours
         }
         other => {
-            eprintln!("unknown suite {other}; known: crypto, storage, transport");
+            eprintln!("unknown suite {other}; known: crypto, dht, storage, transport");
             return ExitCode::from(2);
         }
     };
@@ -104,6 +110,21 @@ fn main() -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// Prints a same-run baseline and records it for the JSON report.
+fn report_baseline(
+    extra: &mut serde_json::Map<String, serde_json::Value>,
+    implementation: &str,
+    rows: &[timing::Measurement],
+) {
+    println!("baseline: {implementation}");
+    print_table(rows);
+    println!("\nours:");
+    extra.insert(
+        "baseline".into(),
+        serde_json::json!({ "implementation": implementation, "results": rows }),
+    );
 }
 
 /// The two-worker runtime the async suites run on.

@@ -45,11 +45,11 @@ pub(crate) fn run(c: &mut Ci, suite: &str, release: bool, quick: bool) -> Result
             read_json(&String::from_utf8_lossy(&out.stdout))?
         }
         // The storage suite measures its raw-file baseline itself, in the same process.
-        // So do the storage and transport suites (raw webrtc-rs data channels).
-        "storage" | "transport" => ours["baseline"].clone(),
+        // So do the dht (verify-first store), storage and transport (raw webrtc-rs) suites.
+        "dht" | "storage" | "transport" => ours["baseline"].clone(),
         other => {
             return Err(format!(
-                "unknown suite {other}; known: crypto, storage, transport"
+                "unknown suite {other}; known: crypto, dht, storage, transport"
             ));
         }
     };

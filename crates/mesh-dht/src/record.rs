@@ -63,7 +63,13 @@ pub type Record = Signed<RecordPayload>;
 
 /// Where the record `name` of `author` lives.
 pub fn record_key(author: &PeerId, name: &[u8]) -> Key {
-    Key(domain_hash("mesh/dht-key/v1", &[author.as_bytes(), name]).0)
+    record_key_of_bytes(author.as_bytes(), name)
+}
+
+/// [`record_key`] from the author's raw key bytes, without validating them as a point (for
+/// cheap accounting before a record is verified).
+pub(crate) fn record_key_of_bytes(author: &[u8; 32], name: &[u8]) -> Key {
+    Key(domain_hash("mesh/dht-key/v1", &[author, name]).0)
 }
 
 /// The key of a verified record.
