@@ -428,6 +428,11 @@ impl Ci {
                 )
             })
         });
+        self.step("bench smoke (dht, quick)", |c| {
+            crate::bench::run(c, "dht", false, true).map(|()| {
+                Outcome::PassedWithNote("numbers not meaningful: debug build, 20 ms budgets".into())
+            })
+        });
         self.step("bench smoke (transport, quick)", |c| {
             crate::bench::run(c, "transport", false, true).map(|()| {
                 Outcome::PassedWithNote(
