@@ -179,6 +179,15 @@ impl Ci {
 
     // ---------------------------------------------------------------- setup
 
+    /// Installs Debian packages (as root, non-interactive, no recommends).
+    fn apt_install(&mut self, packages: &[&str]) -> Result<Outcome, String> {
+        let env = [("DEBIAN_FRONTEND", "noninteractive")];
+        self.run("apt-get", &["update", "-q"], &env)?;
+        let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+        args.extend_from_slice(packages);
+        self.run("apt-get", &args, &env)
+    }
+
     pub(crate) fn setup_all(&mut self) {
         self.setup_step(NATIVE_PACKAGES, |c| {
             let present = Command::new("pkg-config")
@@ -188,20 +197,7 @@ impl Ci {
             if present {
                 return Ok(Outcome::PassedWithNote("present".into()));
             }
-            let env = [("DEBIAN_FRONTEND", "noninteractive")];
-            c.run("apt-get", &["update", "-q"], &env)?;
-            c.run(
-                "apt-get",
-                &[
-                    "install",
-                    "-y",
-                    "-q",
-                    "--no-install-recommends",
-                    "libdbus-1-dev",
-                    "pkg-config",
-                ],
-                &env,
-            )
+            c.apt_install(&["libdbus-1-dev", "pkg-config"])
         });
         self.setup_wasm();
         self.setup_step("install cargo-deny", |c| {
@@ -245,20 +241,7 @@ impl Ci {
                 let v: Vec<&str> = v.split_whitespace().take(2).collect();
                 return Ok(Outcome::PassedWithNote(format!("present: {}", v.join(" "))));
             }
-            let env = [("DEBIAN_FRONTEND", "noninteractive")];
-            c.run("apt-get", &["update", "-q"], &env)?;
-            c.run(
-                "apt-get",
-                &[
-                    "install",
-                    "-y",
-                    "-q",
-                    "--no-install-recommends",
-                    "chromium",
-                    "chromium-driver",
-                ],
-                &env,
-            )
+            c.apt_install(&["chromium", "chromium-driver"])
         });
         self.setup_step("install wasm-bindgen-cli", |c| {
             let want = locked_version(&c.root, "wasm-bindgen")
