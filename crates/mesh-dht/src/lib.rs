@@ -25,6 +25,7 @@
 pub mod key;
 pub mod lookup;
 pub mod message;
+pub mod metrics;
 pub mod node;
 pub mod record;
 pub mod routing;

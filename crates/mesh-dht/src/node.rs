@@ -11,9 +11,10 @@ use mesh_crypto::{PeerId, UnixMillis};
 use crate::key::Key;
 use crate::lookup::{Lookup, Outcome, REQUEST_TIMEOUT};
 use crate::message::{Body, Message, StoreStatus, WireContact};
+use crate::metrics::{DhtMetrics, Gauges, LookupKind};
 use crate::record::{Record, key_of};
 use crate::routing::{Contact, Insert, K, RoutingTable};
-use crate::store::{RecordStore, Rejected, StoreConfig};
+use crate::store::{Change, RecordStore, Rejected, StoreConfig};
 
 /// Requests this node waits on at once; more lookups wait their turn.
 pub const MAX_PENDING_REQUESTS: usize = 1024;
@@ -26,6 +27,13 @@ pub const REFRESH_INTERVAL: Duration = Duration::from_secs(3600);
 /// How often [`Dht::tick`] does housekeeping (bucket refresh, record expiry, reclaiming idle
 /// rate-limiter state); timeouts are handled on every tick.
 pub const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
+/// How long a record rests before this node offers it again to the k closest nodes it can
+/// find (one hour, as in Kademlia). A STORE of the same record from another node restarts
+/// the wait, so of the k holders usually one republishes per interval, not all k.
+pub const REPUBLISH_INTERVAL: Duration = Duration::from_secs(3600);
+/// Records republished per [`MAINTENANCE_INTERVAL`] at most (so at most 1,920 an hour with
+/// the defaults): republishing never crowds out the node's own lookups.
+pub const REPUBLISH_BATCH: usize = 32;
 
 /// Settings of a [`Dht`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +42,10 @@ pub struct DhtConfig {
     pub store: StoreConfig,
     /// Bucket refresh interval.
     pub refresh_interval: Duration,
+    /// Republish interval.
+    pub republish_interval: Duration,
+    /// Records republished per maintenance round at most.
+    pub republish_batch: usize,
 }
 
 impl Default for DhtConfig {
@@ -41,6 +53,8 @@ impl Default for DhtConfig {
         Self {
             store: StoreConfig::default(),
             refresh_interval: REFRESH_INTERVAL,
+            republish_interval: REPUBLISH_INTERVAL,
+            republish_batch: REPUBLISH_BATCH,
         }
     }
 }
@@ -110,17 +124,22 @@ enum Task {
     Find {
         lookup: Lookup,
         value: bool,
+        started: Duration,
     },
-    /// Looking up the closest nodes, then storing `record` there.
+    /// Looking up the closest nodes, then storing `record` there. A republish is `quiet`:
+    /// nobody waits for its event.
     Put {
         lookup: Lookup,
         record: Vec<u8>,
+        started: Duration,
+        quiet: bool,
     },
     /// STOREs sent, waiting for answers.
     Storing {
         waiting: usize,
         stored: usize,
         offered: usize,
+        quiet: bool,
     },
 }
 
@@ -140,6 +159,8 @@ pub struct Dht {
     next_query: u64,
     outbox: VecDeque<Output>,
     maintained: Duration,
+    metrics: Option<DhtMetrics>,
+    reported: Gauges,
 }
 
 impl Dht {
@@ -157,7 +178,65 @@ impl Dht {
             next_query: 1,
             outbox: VecDeque::new(),
             maintained: Duration::ZERO,
+            metrics: None,
+            reported: Gauges::default(),
         }
+    }
+
+    /// Reports to these instruments from now on (see [`crate::metrics`]). Without, the core
+    /// reports nothing (a simulator runs a million cores without).
+    pub fn set_metrics(&mut self, metrics: DhtMetrics) {
+        self.metrics = Some(metrics);
+        self.report();
+    }
+
+    /// Starts recording changes to the stored records for [`Dht::take_changes`]: what a
+    /// driver mirrors to persistent storage.
+    pub fn track_changes(&mut self) {
+        self.store.track_changes();
+    }
+
+    /// Changes to the stored records since the last call (see [`Dht::track_changes`]).
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        self.store.take_changes()
+    }
+
+    /// Puts back a record read from persistent storage, charged to `owner` as before; checked
+    /// like a STORE (size, quota, signature, expiry, sequence) but not rate limited.
+    ///
+    /// # Errors
+    /// [`Rejected`] if it is no longer valid (for example, it expired while the node was
+    /// down).
+    pub fn restore_record(
+        &mut self,
+        owner: PeerId,
+        record: &[u8],
+        now: UnixMillis,
+        monotonic: Duration,
+    ) -> Result<Key, Rejected> {
+        let r = self.store.load(owner, record, now, monotonic);
+        self.report();
+        r
+    }
+
+    fn gauges(&self) -> Gauges {
+        let stats = self.store.stats();
+        Gauges {
+            bytes: self.store.total_bytes() as u64,
+            records: self.store.len() as u64,
+            evicted: stats.evicted,
+            expired: stats.expired,
+        }
+    }
+
+    /// Reports changes of the store's levels to the metrics.
+    fn report(&mut self) {
+        let Some(m) = &self.metrics else {
+            return;
+        };
+        let now = self.gauges();
+        m.store_changed(&self.reported, &now);
+        self.reported = now;
     }
 
     /// The routing table.
@@ -215,27 +294,39 @@ impl Dht {
         now: UnixMillis,
         monotonic: Duration,
     ) -> Result<QueryId, Rejected> {
-        let key = self.store.put(self.local, &record, now, monotonic)?;
-        Ok(self.start(key, false, Some(record), monotonic))
+        let key = self.store.put(self.local, &record, now, monotonic);
+        self.report();
+        Ok(self.start(key?, false, Some((record, false)), monotonic))
     }
 
+    /// `record`: what to store at the end, and whether quietly (a republish).
     fn start(
         &mut self,
         target: Key,
         value: bool,
-        record: Option<Vec<u8>>,
+        record: Option<(Vec<u8>, bool)>,
         monotonic: Duration,
     ) -> QueryId {
         let id = self.query_id();
         let lookup = Lookup::new(self.local, target, self.table.closest(&target, K));
         self.table.touch(&target, monotonic);
+        let started = monotonic;
         let task = match record {
-            Some(record) => Task::Put { lookup, record },
-            None => Task::Find { lookup, value },
+            Some((record, quiet)) => Task::Put {
+                lookup,
+                record,
+                started,
+                quiet,
+            },
+            None => Task::Find {
+                lookup,
+                value,
+                started,
+            },
         };
         if self.tasks.len() >= MAX_LOOKUPS {
             // Bounded: report an empty result at once rather than queue without limit.
-            self.finish(id, task);
+            self.finish(id, task, monotonic);
             return id;
         }
         self.tasks.insert(id, task);
@@ -289,7 +380,7 @@ impl Dht {
             return;
         };
         let (lookup, value) = match task {
-            Task::Find { lookup, value } => (lookup, *value),
+            Task::Find { lookup, value, .. } => (lookup, *value),
             Task::Put { lookup, .. } => (lookup, false),
             Task::Storing { .. } => return,
         };
@@ -316,8 +407,21 @@ impl Dht {
 
     fn after_lookup(&mut self, id: QueryId, task: Task, monotonic: Duration) {
         match task {
-            Task::Put { lookup, record } => {
-                let closest = lookup.outcome().closest;
+            Task::Put {
+                lookup,
+                record,
+                started,
+                quiet,
+            } => {
+                let outcome = lookup.outcome();
+                if let Some(m) = &self.metrics {
+                    m.lookup(
+                        LookupKind::Put,
+                        monotonic.saturating_sub(started),
+                        outcome.hops,
+                    );
+                }
+                let closest = outcome.closest;
                 let mut offered = 0;
                 for c in closest {
                     if self.request(
@@ -330,11 +434,13 @@ impl Dht {
                     }
                 }
                 if offered == 0 {
-                    self.emit(Event::Put {
-                        id,
-                        stored: 0,
-                        offered: 0,
-                    });
+                    if !quiet {
+                        self.emit(Event::Put {
+                            id,
+                            stored: 0,
+                            offered: 0,
+                        });
+                    }
                 } else {
                     self.tasks.insert(
                         id,
@@ -342,20 +448,35 @@ impl Dht {
                             waiting: offered,
                             stored: 0,
                             offered,
+                            quiet,
                         },
                     );
                 }
             }
-            task => self.finish(id, task),
+            task => self.finish(id, task, monotonic),
         }
     }
 
-    fn finish(&mut self, id: QueryId, task: Task) {
+    fn finish(&mut self, id: QueryId, task: Task, monotonic: Duration) {
         let event = match task {
-            Task::Find { lookup, .. } => Event::Found {
-                id,
-                outcome: lookup.outcome(),
-            },
+            Task::Find {
+                lookup,
+                value,
+                started,
+            } => {
+                let outcome = lookup.outcome();
+                if let Some(m) = &self.metrics {
+                    let kind = if value {
+                        LookupKind::FindValue
+                    } else {
+                        LookupKind::FindNode
+                    };
+                    m.lookup(kind, monotonic.saturating_sub(started), outcome.hops);
+                }
+                Event::Found { id, outcome }
+            }
+            // A republish: nobody waits for it.
+            Task::Put { quiet: true, .. } | Task::Storing { quiet: true, .. } => return,
             // A put refused before its lookup ran (too many lookups at once).
             Task::Put { .. } => Event::Put {
                 id,
@@ -386,7 +507,22 @@ impl Dht {
         now: UnixMillis,
         monotonic: Duration,
     ) {
+        self.handle(from, address, bytes, now, monotonic);
+        self.report();
+    }
+
+    fn handle(
+        &mut self,
+        from: PeerId,
+        address: &str,
+        bytes: &[u8],
+        now: UnixMillis,
+        monotonic: Duration,
+    ) {
         let Ok(msg) = Message::decode(bytes) else {
+            if let Some(m) = &self.metrics {
+                m.bad_message();
+            }
             self.emit(Event::BadMessage { from });
             return;
         };
@@ -418,7 +554,24 @@ impl Dht {
                 self.outbox.push_back(answer(body));
             }
             Body::Store(record) => {
-                let status = match self.store.put(from, &record, now, monotonic) {
+                let result = self.store.put(from, &record, now, monotonic);
+                if let Some(m) = &self.metrics {
+                    match &result {
+                        Ok(_) => {
+                            m.store_result("stored");
+                            let quota = self
+                                .config
+                                .store
+                                .per_peer_bytes
+                                .min(self.config.store.total_bytes)
+                                .max(1);
+                            #[allow(clippy::cast_precision_loss)] // a ratio for a histogram
+                            m.quota_utilisation(self.store.usage_of(&from) as f64 / quota as f64);
+                        }
+                        Err(e) => m.store_result(e.reason()),
+                    }
+                }
+                let status = match result {
                     Ok(_) => StoreStatus::Stored,
                     Err(Rejected::TooLarge { .. }) => StoreStatus::TooLarge,
                     Err(Rejected::RateLimited) => StoreStatus::RateLimited,
@@ -506,7 +659,7 @@ impl Dht {
                     if *waiting == 0
                         && let Some(task) = self.tasks.remove(&id)
                     {
-                        self.finish(id, task);
+                        self.finish(id, task, monotonic);
                     }
                 }
             }
@@ -517,6 +670,11 @@ impl Dht {
     /// stale buckets are refreshed, expired records go and idle rate-limiter state is
     /// reclaimed. Call it about once a second.
     pub fn tick(&mut self, now: UnixMillis, monotonic: Duration) {
+        self.on_tick(now, monotonic);
+        self.report();
+    }
+
+    fn on_tick(&mut self, now: UnixMillis, monotonic: Duration) {
         let expired: Vec<u64> = self
             .pending
             .iter()
@@ -543,7 +701,7 @@ impl Dht {
                         if *waiting == 0
                             && let Some(task) = self.tasks.remove(&id)
                         {
-                            self.finish(id, task);
+                            self.finish(id, task, monotonic);
                         }
                     }
                 }
@@ -574,5 +732,22 @@ impl Dht {
         }
         self.store.expire(now);
         self.store.reclaim_idle(monotonic);
+        self.republish(now, monotonic);
+    }
+
+    /// Offers records that have rested for the republish interval to the k closest nodes,
+    /// a batch at a time, leaving room for the node's own lookups.
+    fn republish(&mut self, now: UnixMillis, monotonic: Duration) {
+        if self.table.is_empty() {
+            return;
+        }
+        let room = (MAX_LOOKUPS / 2).saturating_sub(self.tasks.len());
+        let batch = self.config.republish_batch.min(room);
+        let due =
+            self.store
+                .due_for_republish(now, monotonic, self.config.republish_interval, batch);
+        for (key, record) in due {
+            self.start(key, false, Some((record, true)), monotonic);
+        }
     }
 }

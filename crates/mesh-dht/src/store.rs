@@ -12,7 +12,7 @@
 //! least recently used record of the peer that has the most stored: a peer that floods loses its
 //! own records first, and an honest peer below the flooders' usage is never evicted for them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::num::NonZeroU32;
 use std::time::Duration;
 
@@ -115,6 +115,25 @@ struct Entry {
     owner: PeerId,
     /// Position in the owner's LRU order.
     used: u64,
+    /// When it was last stored or republished (monotonic): what republishing is timed from.
+    stored_at: Duration,
+}
+
+/// A change to the stored records, for a driver that mirrors them to persistent storage
+/// (see [`RecordStore::track_changes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// The record at `key` is now `record`, charged to `owner`.
+    Put {
+        /// Its key.
+        key: Key,
+        /// The peer it is charged to.
+        owner: PeerId,
+        /// The signed record's bytes.
+        record: Vec<u8>,
+    },
+    /// Nothing is stored at this key any more.
+    Removed(Key),
 }
 
 #[derive(Debug, Default)]
@@ -157,6 +176,8 @@ pub struct RecordStore {
     clock: FakeRelativeClock,
     clock_at: Duration,
     stats: StoreStats,
+    /// Keys changed since the last [`RecordStore::take_changes`], when tracking is on.
+    dirty: Option<BTreeSet<Key>>,
 }
 
 impl std::fmt::Debug for RecordStore {
@@ -195,6 +216,38 @@ impl RecordStore {
             clock,
             clock_at: Duration::ZERO,
             stats: StoreStats::default(),
+            dirty: None,
+        }
+    }
+
+    /// Starts recording which keys change, for [`RecordStore::take_changes`]. Off by default
+    /// (a simulated node has nothing to persist); the set holds at most one entry per key
+    /// changed between two calls of `take_changes`.
+    pub fn track_changes(&mut self) {
+        self.dirty.get_or_insert_with(BTreeSet::new);
+    }
+
+    /// What changed since the last call, in key order (empty unless tracking is on).
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        let Some(dirty) = self.dirty.as_mut() else {
+            return Vec::new();
+        };
+        std::mem::take(dirty)
+            .into_iter()
+            .map(|key| match self.entries.get(&key) {
+                Some(e) => Change::Put {
+                    key,
+                    owner: e.owner,
+                    record: e.bytes.clone(),
+                },
+                None => Change::Removed(key),
+            })
+            .collect()
+    }
+
+    fn mark(&mut self, key: Key) {
+        if let Some(d) = self.dirty.as_mut() {
+            d.insert(key);
         }
     }
 
@@ -239,25 +292,63 @@ impl RecordStore {
         now: UnixMillis,
         monotonic: Duration,
     ) -> Result<Key, Rejected> {
-        let len = bytes.len();
+        self.check_size(bytes.len())?;
+        self.advance(monotonic);
+        if self.limiter.check_key(&from).is_err() {
+            return Err(Rejected::RateLimited);
+        }
+        self.admit(from, bytes, now, monotonic)
+    }
+
+    /// Puts a record read back from persistent storage, charged to `owner` as before. Not
+    /// rate limited (it is not a STORE from anyone), but size, quota, signature, validity and
+    /// sequence are checked as for a STORE: storage is not trusted more than a peer.
+    ///
+    /// # Errors
+    /// [`Rejected`] as for [`RecordStore::put`], never [`Rejected::RateLimited`].
+    pub fn load(
+        &mut self,
+        owner: PeerId,
+        bytes: &[u8],
+        now: UnixMillis,
+        monotonic: Duration,
+    ) -> Result<Key, Rejected> {
+        self.check_size(bytes.len())?;
+        self.advance(monotonic);
+        self.admit(owner, bytes, now, monotonic)
+    }
+
+    fn check_size(&self, len: usize) -> Result<(), Rejected> {
         if len > self.config.max_record_len {
             return Err(Rejected::TooLarge {
                 len,
                 max: self.config.max_record_len,
             });
         }
-        self.advance(monotonic);
-        if self.limiter.check_key(&from).is_err() {
-            return Err(Rejected::RateLimited);
-        }
+        Ok(())
+    }
+
+    /// Quota, signature and sequence checks, then the write.
+    fn admit(
+        &mut self,
+        from: PeerId,
+        bytes: &[u8],
+        now: UnixMillis,
+        monotonic: Duration,
+    ) -> Result<Key, Rejected> {
+        let len = bytes.len();
         self.check_quota(from, claimed_key(bytes), len)?;
         let record = Record::decode(bytes, now).map_err(|e| Rejected::Invalid(e.to_string()))?;
         let key = key_of(&record);
         let seq = record.payload().seq;
         if let Some(old) = self.entries.get(&key) {
             if old.seq == seq && old.bytes == bytes {
-                // A republish of what we hold: refresh, nothing to store.
+                // A republish of what we hold: refresh, nothing to store; whoever republished
+                // it saves us republishing it ourselves for a while.
                 self.touch(&key);
+                if let Some(e) = self.entries.get_mut(&key) {
+                    e.stored_at = monotonic;
+                }
                 return Ok(key);
             }
             if old.seq >= seq {
@@ -284,8 +375,10 @@ impl RecordStore {
                 expires_at: record.expires_at(),
                 owner: from,
                 used: self.tick,
+                stored_at: monotonic,
             },
         );
+        self.mark(key);
         Ok(key)
     }
 
@@ -334,6 +427,7 @@ impl RecordStore {
         let Some(e) = self.entries.remove(key) else {
             return;
         };
+        self.mark(*key);
         self.total -= e.bytes.len();
         if let Some(u) = self.usage.get_mut(&e.owner) {
             u.bytes -= e.bytes.len();
@@ -388,6 +482,42 @@ impl RecordStore {
         self.advance(monotonic);
         self.limiter.retain_recent();
         self.limiter.shrink_to_fit();
+    }
+
+    /// Up to `max` unexpired records not stored or republished for `interval`, least
+    /// recently (re)published first, with their keys; each is marked republished at
+    /// `monotonic`.
+    pub fn due_for_republish(
+        &mut self,
+        now: UnixMillis,
+        monotonic: Duration,
+        interval: Duration,
+        max: usize,
+    ) -> Vec<(Key, Vec<u8>)> {
+        let mut due: Vec<(Duration, Key)> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| {
+                e.expires_at > now && monotonic.saturating_sub(e.stored_at) >= interval
+            })
+            .map(|(k, e)| (e.stored_at, *k))
+            .collect();
+        due.sort_unstable();
+        due.truncate(max);
+        due.into_iter()
+            .filter_map(|(_, k)| {
+                let e = self.entries.get_mut(&k)?;
+                e.stored_at = monotonic;
+                Some((k, e.bytes.clone()))
+            })
+            .collect()
+    }
+
+    /// Every record with the peer it is charged to, in no particular order.
+    pub fn records(&self) -> impl Iterator<Item = (&Key, &PeerId, &[u8])> {
+        self.entries
+            .iter()
+            .map(|(k, e)| (k, &e.owner, e.bytes.as_slice()))
     }
 
     /// Bytes stored on behalf of `peer`.

@@ -287,3 +287,82 @@ fn a_thousand_sybils_filling_their_quotas_cannot_push_out_honest_records() {
     // What the Sybils still hold fits in what the honest peers left free.
     assert!(s.total_bytes() - 20 * 1500 <= config.total_bytes - 20 * 1500);
 }
+
+#[test]
+fn changes_are_reported_once_per_key_and_loaded_records_are_checked() {
+    use mesh_dht::store::Change;
+    let (a, b) = (identity(1), identity(2));
+    let mut s = RecordStore::new(StoreConfig::default());
+    // Off by default: nothing accumulates for a store nobody persists.
+    s.put(a.peer_id(), &record(&a, b"x", 1, 10), NOW, t(0)).unwrap();
+    assert!(s.take_changes().is_empty());
+
+    s.track_changes();
+    let r1 = record(&a, b"x", 2, 10);
+    let r2 = record(&a, b"x", 3, 10);
+    s.put(a.peer_id(), &r1, NOW, t(1)).unwrap();
+    s.put(a.peer_id(), &r2, NOW, t(2)).unwrap();
+    let key = record_key(&a.peer_id(), b"x");
+    // Two writes of one key: one change, with the latest bytes.
+    assert_eq!(
+        s.take_changes(),
+        vec![Change::Put {
+            key,
+            owner: a.peer_id(),
+            record: r2.clone()
+        }]
+    );
+    assert!(s.take_changes().is_empty());
+    // Expiry shows up as a removal.
+    assert_eq!(s.expire(LATER), 1);
+    assert_eq!(s.take_changes(), vec![Change::Removed(key)]);
+
+    // Loading: checked like a STORE, charged to the owner, not rate limited.
+    let mut fresh = RecordStore::new(StoreConfig {
+        stores_per_minute: 1,
+        ..StoreConfig::default()
+    });
+    for i in 0..5u8 {
+        fresh
+            .load(b.peer_id(), &record(&a, &[i], 1, 10), NOW, t(0))
+            .unwrap();
+    }
+    assert_eq!(fresh.len(), 5);
+    assert!(fresh.usage_of(&b.peer_id()) > 0);
+    let mut forged = record(&a, b"y", 1, 10);
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    assert!(matches!(
+        fresh.load(b.peer_id(), &forged, NOW, t(0)),
+        Err(Rejected::Invalid(_))
+    ));
+    // Expired while the node was down.
+    assert!(fresh.load(b.peer_id(), &r1, LATER, t(0)).is_err());
+}
+
+#[test]
+fn records_are_due_for_republishing_after_resting_and_a_republish_restarts_the_wait() {
+    let a = identity(1);
+    let mut s = RecordStore::new(StoreConfig::default());
+    let hour = t(3600);
+    let r = record(&a, b"x", 1, 10);
+    s.put(a.peer_id(), &r, NOW, t(0)).unwrap();
+    s.put(a.peer_id(), &record(&a, b"y", 1, 10), NOW, t(100)).unwrap();
+    assert!(s.due_for_republish(NOW, t(3599), hour, 10).is_empty());
+    // At the interval: the older one only, and only once.
+    let due = s.due_for_republish(NOW, t(3600), hour, 10);
+    assert_eq!(due, vec![(record_key(&a.peer_id(), b"x"), r.clone())]);
+    assert!(s.due_for_republish(NOW, t(3650), hour, 10).is_empty());
+    // Bounded by `max`, oldest first.
+    assert_eq!(s.due_for_republish(NOW, t(9000), hour, 1).len(), 1);
+    assert_eq!(
+        s.due_for_republish(NOW, t(9000), hour, 1)[0].0,
+        record_key(&a.peer_id(), b"x")
+    );
+    // Someone else republishing it to us restarts the wait.
+    s.put(identity(2).peer_id(), &r, NOW, t(20_000)).unwrap();
+    let due = s.due_for_republish(NOW, t(20_000 + 3599), hour, 10);
+    assert!(due.iter().all(|(k, _)| *k != record_key(&a.peer_id(), b"x")));
+    // Expired records are not republished.
+    assert!(s.due_for_republish(LATER, t(100_000), hour, 10).is_empty());
+}

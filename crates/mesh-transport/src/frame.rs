@@ -31,6 +31,51 @@ impl ProtocolId {
     pub const MESSAGING: Self = Self(5);
     /// WebRTC signaling relayed through the mesh.
     pub const SIGNALING: Self = Self(6);
+    /// Peer information a [`crate::pool::Pool`] sends first on every link: the address its
+    /// sender can be dialed at ([`encode_peer_address`]).
+    pub const PEER: Self = Self(7);
+}
+
+/// Version of the [`ProtocolId::PEER`] payload.
+pub const PEER_INFO_VERSION: u8 = 1;
+/// Longest address a [`ProtocolId::PEER`] frame carries.
+pub const MAX_PEER_ADDRESS_LEN: usize = 256;
+
+/// The [`ProtocolId::PEER`] payload: `version u8 = 1 | len u16 LE | address (UTF-8)`. An
+/// address over [`MAX_PEER_ADDRESS_LEN`] is sent as empty (not dialable).
+pub fn encode_peer_address(address: &str) -> Vec<u8> {
+    let address = if address.len() <= MAX_PEER_ADDRESS_LEN {
+        address
+    } else {
+        ""
+    };
+    let mut out = Vec::with_capacity(3 + address.len());
+    out.push(PEER_INFO_VERSION);
+    #[allow(clippy::cast_possible_truncation)] // at most 256
+    out.extend_from_slice(&(address.len() as u16).to_le_bytes());
+    out.extend_from_slice(address.as_bytes());
+    out
+}
+
+/// Reads a [`ProtocolId::PEER`] payload.
+///
+/// # Errors
+/// [`TransportError::Malformed`] for an unknown version, a wrong length, an address over
+/// [`MAX_PEER_ADDRESS_LEN`] or one that is not UTF-8.
+pub fn decode_peer_address(payload: &[u8]) -> Result<String, TransportError> {
+    if payload.first() != Some(&PEER_INFO_VERSION) {
+        return Err(TransportError::Malformed("unknown peer info version"));
+    }
+    let len: [u8; 2] = payload
+        .get(1..3)
+        .and_then(|s| s.try_into().ok())
+        .ok_or(TransportError::Malformed("short peer info"))?;
+    let len = usize::from(u16::from_le_bytes(len));
+    if len > MAX_PEER_ADDRESS_LEN || payload.len() != 3 + len {
+        return Err(TransportError::Malformed("peer info length"));
+    }
+    String::from_utf8(payload[3..].to_vec())
+        .map_err(|_| TransportError::Malformed("peer address is not UTF-8"))
 }
 
 /// One message on a link.
@@ -143,6 +188,34 @@ impl Control {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peer_addresses_round_trip_and_bad_ones_are_refused() {
+        for a in ["", "127.0.0.1:4000", &"x".repeat(MAX_PEER_ADDRESS_LEN)] {
+            assert_eq!(decode_peer_address(&encode_peer_address(a)).unwrap(), a);
+        }
+        // Too long to advertise: sent as "not dialable".
+        let long = "x".repeat(MAX_PEER_ADDRESS_LEN + 1);
+        assert_eq!(
+            decode_peer_address(&encode_peer_address(&long)).unwrap(),
+            ""
+        );
+        assert_eq!(encode_peer_address("ab"), [1, 2, 0, b'a', b'b']);
+        for bad in [
+            &[][..],
+            &[2, 0, 0],
+            &[1, 0],
+            &[1, 3, 0, b'a', b'b'],
+            &[1, 1, 0, b'a', b'b'],
+            &[1, 1, 0, 0xff],
+        ] {
+            assert!(decode_peer_address(bad).is_err(), "{bad:?}");
+        }
+        let mut over = vec![1];
+        over.extend_from_slice(&257u16.to_le_bytes());
+        over.extend_from_slice(&[b'a'; 257]);
+        assert!(decode_peer_address(&over).is_err());
+    }
 
     #[test]
     fn round_trip_and_limits() {

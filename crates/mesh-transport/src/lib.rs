@@ -6,6 +6,8 @@
 //! - [`handshake`]: the authenticated key exchange every link runs first (sans-IO), bound to
 //!   the channel so a relay cannot splice itself in.
 //! - [`secure`]: frame encryption for links without their own.
+//! - [`pool`]: one link per peer shared by every protocol: dials on demand, accepts, and hands
+//!   each protocol its frames.
 //! - [`memory`]: an in-process transport with configurable latency, loss and queue size, for
 //!   tests and the simulator.
 //!
@@ -18,6 +20,7 @@ pub mod frame;
 pub mod handshake;
 pub mod link;
 pub mod memory;
+pub mod pool;
 pub mod quality;
 pub mod secure;
 

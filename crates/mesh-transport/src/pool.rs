@@ -1,0 +1,290 @@
+//! A pool of connections shared by every protocol of a node.
+//!
+//! One link per peer carries all protocols ([`ProtocolId`] tags each frame). The pool dials on
+//! demand when a protocol sends to a peer it has no link to, accepts incoming links, reads each
+//! link in a task of its own and hands frames to the protocol that subscribed to their id.
+//! Frames of a protocol nobody subscribed to are dropped (and counted).
+//!
+//! Every link starts with a [`ProtocolId::PEER`] frame in each direction: the address its
+//! sender can be dialed at (`version u8 = 1 | len u16 LE | address`, empty if none). A peer
+//! that accepted a link learns from it where to reach the dialer again, and can tell others
+//! (the DHT puts it in its contacts).
+//!
+//! Limits: [`MAX_CONNECTIONS`] links (more incoming ones are closed at once);
+//! [`INCOMING_QUEUE`] frames waiting per protocol (a full queue stops reading the links that
+//! feed it: backpressure to the senders, not unbounded memory).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use mesh_crypto::PeerId;
+use mesh_platform::runtime::Runtime;
+use tokio::sync::mpsc;
+
+use crate::frame::{decode_peer_address, encode_peer_address};
+use crate::{Connection, Frame, ProtocolId, Transport, TransportError};
+
+/// Links open at once at most.
+pub const MAX_CONNECTIONS: usize = 256;
+/// Frames queued per subscribed protocol before the links feeding it wait.
+pub const INCOMING_QUEUE: usize = 1024;
+
+/// A frame that arrived for a subscribed protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incoming {
+    /// The authenticated sender.
+    pub from: PeerId,
+    /// Where the sender says it can be dialed (empty if it did not say, or not yet).
+    pub address: String,
+    /// The frame's payload.
+    pub payload: Vec<u8>,
+}
+
+struct Link<C> {
+    conn: Arc<C>,
+    /// Distinguishes this link from a later one to the same peer.
+    serial: u64,
+    /// The address the peer advertised.
+    address: Arc<Mutex<String>>,
+}
+
+struct Inner<T: Transport, R: Runtime> {
+    transport: T,
+    runtime: R,
+    local_address: String,
+    links: Mutex<HashMap<PeerId, Link<T::Connection>>>,
+    routes: Mutex<HashMap<u8, mpsc::Sender<Incoming>>>,
+    serial: AtomicU64,
+    dropped: AtomicU64,
+}
+
+/// The connection pool. Cheap to clone (a handle).
+pub struct Pool<T: Transport, R: Runtime> {
+    inner: Arc<Inner<T, R>>,
+}
+
+impl<T: Transport, R: Runtime> Clone for Pool<T, R> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<T: Transport + 'static, R: Runtime> std::fmt::Debug for Pool<T, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("local_address", &self.inner.local_address)
+            .field("links", &self.connected().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Transport + 'static, R: Runtime> Pool<T, R> {
+    /// A pool over `transport`, advertising `local_address` (empty: not dialable) to every
+    /// peer it links with.
+    pub fn new(transport: T, runtime: R, local_address: &str) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                transport,
+                runtime,
+                local_address: local_address.to_string(),
+                links: Mutex::new(HashMap::new()),
+                routes: Mutex::new(HashMap::new()),
+                serial: AtomicU64::new(1),
+                dropped: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The address this pool advertises.
+    pub fn local_address(&self) -> &str {
+        &self.inner.local_address
+    }
+
+    /// Frames of `protocol` from now on (a later subscription to the same id replaces this
+    /// one). [`ProtocolId::PEER`] and [`ProtocolId::CONTROL`] belong to the pool and links.
+    pub fn subscribe(&self, protocol: ProtocolId) -> mpsc::Receiver<Incoming> {
+        let (tx, rx) = mpsc::channel(INCOMING_QUEUE);
+        if let Ok(mut routes) = self.inner.routes.lock() {
+            routes.insert(protocol.0, tx);
+        }
+        rx
+    }
+
+    /// Peers with an open link.
+    pub fn connected(&self) -> Vec<PeerId> {
+        self.inner
+            .links
+            .lock()
+            .map(|l| l.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// The address `peer` advertised on its open link (empty if it advertised none), or
+    /// `None` without a link.
+    pub fn address_of(&self, peer: &PeerId) -> Option<String> {
+        let links = self.inner.links.lock().ok()?;
+        let link = links.get(peer)?;
+        link.address.lock().ok().map(|a| a.clone())
+    }
+
+    /// Frames dropped because no protocol subscribed to their id.
+    pub fn dropped(&self) -> u64 {
+        self.inner.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Sends `frame` to `peer`, dialing `address` first if no link is open. A link that fails
+    /// to send is dropped, and one new dial is tried.
+    ///
+    /// # Errors
+    /// The dial's or the send's [`TransportError`].
+    pub async fn send(
+        &self,
+        peer: PeerId,
+        address: &str,
+        frame: Frame,
+    ) -> Result<(), TransportError> {
+        if let Some((conn, serial)) = self.link(&peer) {
+            match conn.send(frame.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(_) => self.forget(&peer, serial),
+            }
+        }
+        if address.is_empty() {
+            return Err(TransportError::Unreachable(
+                "no link to the peer and no address to dial".into(),
+            ));
+        }
+        let conn = self.inner.transport.dial(peer, address).await?;
+        let conn = self.add(conn, Some(address)).await?;
+        conn.send(frame).await
+    }
+
+    /// Accepts incoming links until the transport fails (spawned on the runtime).
+    pub fn start_accepting(&self) {
+        let pool = self.clone();
+        self.inner.runtime.spawn(Box::pin(async move {
+            while let Ok(conn) = pool.inner.transport.accept().await {
+                let p = pool.clone();
+                pool.inner.runtime.spawn(Box::pin(async move {
+                    // Over the limit: refused by `add`, which closes it.
+                    let _ = p.add(conn, None).await;
+                }));
+            }
+        }));
+    }
+
+    /// Closes every link.
+    pub async fn close_all(&self) {
+        let conns: Vec<Arc<T::Connection>> = self
+            .inner
+            .links
+            .lock()
+            .map(|mut l| l.drain().map(|(_, link)| link.conn).collect())
+            .unwrap_or_default();
+        for c in conns {
+            let _ = c.close().await;
+        }
+    }
+
+    fn link(&self, peer: &PeerId) -> Option<(Arc<T::Connection>, u64)> {
+        let links = self.inner.links.lock().ok()?;
+        links.get(peer).map(|l| (Arc::clone(&l.conn), l.serial))
+    }
+
+    fn forget(&self, peer: &PeerId, serial: u64) {
+        if let Ok(mut links) = self.inner.links.lock()
+            && links.get(peer).is_some_and(|l| l.serial == serial)
+        {
+            links.remove(peer);
+        }
+    }
+
+    /// Sends our address on a new link, registers it (replacing an older one to the same
+    /// peer) and starts reading it. `dialed`: the address we reached it at.
+    async fn add(
+        &self,
+        conn: T::Connection,
+        dialed: Option<&str>,
+    ) -> Result<Arc<T::Connection>, TransportError> {
+        let conn = Arc::new(conn);
+        let peer = conn.remote();
+        // First on the link, before any protocol's frame.
+        let hello = Frame {
+            protocol: ProtocolId::PEER,
+            payload: encode_peer_address(&self.inner.local_address),
+        };
+        conn.send(hello).await?;
+        let serial = self.inner.serial.fetch_add(1, Ordering::Relaxed);
+        let address = Arc::new(Mutex::new(dialed.unwrap_or_default().to_string()));
+        {
+            let mut links = self
+                .inner
+                .links
+                .lock()
+                .map_err(|_| TransportError::Closed)?;
+            if links.len() >= MAX_CONNECTIONS && !links.contains_key(&peer) {
+                drop(links);
+                let c = Arc::clone(&conn);
+                self.inner.runtime.spawn(Box::pin(async move {
+                    let _ = c.close().await;
+                }));
+                return Err(TransportError::Unreachable(
+                    "connection limit reached".into(),
+                ));
+            }
+            links.insert(
+                peer,
+                Link {
+                    conn: Arc::clone(&conn),
+                    serial,
+                    address: Arc::clone(&address),
+                },
+            );
+        }
+        let pool = self.clone();
+        let reader = Arc::clone(&conn);
+        self.inner.runtime.spawn(Box::pin(async move {
+            pool.read(peer, &reader, &address).await;
+            pool.forget(&peer, serial);
+        }));
+        Ok(conn)
+    }
+
+    async fn read(&self, peer: PeerId, conn: &T::Connection, address: &Mutex<String>) {
+        while let Ok(frame) = conn.recv().await {
+            if frame.protocol == ProtocolId::PEER {
+                match decode_peer_address(&frame.payload) {
+                    Ok(a) if !a.is_empty() => {
+                        if let Ok(mut slot) = address.lock() {
+                            *slot = a;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+                continue;
+            }
+            let route = self
+                .inner
+                .routes
+                .lock()
+                .ok()
+                .and_then(|r| r.get(&frame.protocol.0).cloned());
+            let Some(route) = route else {
+                self.inner.dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let incoming = Incoming {
+                from: peer,
+                address: address.lock().map(|a| a.clone()).unwrap_or_default(),
+                payload: frame.payload,
+            };
+            if route.send(incoming).await.is_err() {
+                self.inner.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}

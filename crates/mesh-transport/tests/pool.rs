@@ -1,0 +1,116 @@
+//! The connection pool over the memory transport: dial on demand, one link per peer for all
+//! protocols, advertised addresses, unsubscribed protocols dropped, a dead link redialled.
+
+#![cfg(not(target_arch = "wasm32"))]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failure
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mesh_crypto::Identity;
+use mesh_platform::runtime::TokioRuntime;
+use mesh_transport::memory::{LinkConfig, MemoryNetwork, MemoryTransport};
+use mesh_transport::pool::{Incoming, Pool};
+use mesh_transport::{Frame, ProtocolId, TransportError};
+use tokio::sync::mpsc::Receiver;
+use tokio::time::timeout;
+
+type MemPool = Pool<MemoryTransport<TokioRuntime>, TokioRuntime>;
+
+fn pool(net: &Arc<MemoryNetwork<TokioRuntime>>, id: &Arc<Identity>, address: &str) -> MemPool {
+    let t = net.transport(Arc::clone(id), address).unwrap();
+    let p = Pool::new(t, TokioRuntime::current(), address);
+    p.start_accepting();
+    p
+}
+
+async fn next(rx: &mut Receiver<Incoming>) -> Incoming {
+    timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("a frame within 5 s")
+        .expect("the pool is alive")
+}
+
+#[tokio::test]
+async fn frames_reach_the_subscribed_protocol_over_one_link() {
+    let net = MemoryNetwork::new(TokioRuntime::current(), LinkConfig::default());
+    let (alice, bob) = (
+        Arc::new(Identity::generate()),
+        Arc::new(Identity::generate()),
+    );
+    let pa = pool(&net, &alice, "mem:alice");
+    let pb = pool(&net, &bob, "mem:bob");
+    let mut bob_dht = pb.subscribe(ProtocolId::DHT);
+    let mut alice_dht = pa.subscribe(ProtocolId::DHT);
+
+    // Nobody subscribed to gossip at Bob: dropped and counted, the link stays up.
+    pa.send(
+        bob.peer_id(),
+        "mem:bob",
+        Frame::new(ProtocolId::GOSSIP, vec![9]).unwrap(),
+    )
+    .await
+    .unwrap();
+    pa.send(
+        bob.peer_id(),
+        "mem:bob",
+        Frame::new(ProtocolId::DHT, vec![1, 2, 3]).unwrap(),
+    )
+    .await
+    .unwrap();
+    let got = next(&mut bob_dht).await;
+    assert_eq!(got.from, alice.peer_id());
+    assert_eq!(got.payload, [1, 2, 3]);
+    // Bob learnt where Alice can be dialled from her first frame.
+    assert_eq!(got.address, "mem:alice");
+    assert_eq!(pb.dropped(), 1);
+    assert_eq!(
+        pb.address_of(&alice.peer_id()).as_deref(),
+        Some("mem:alice")
+    );
+
+    // Bob answers without an address: the open link carries it.
+    pb.send(
+        alice.peer_id(),
+        "",
+        Frame::new(ProtocolId::DHT, vec![4]).unwrap(),
+    )
+    .await
+    .unwrap();
+    let back = next(&mut alice_dht).await;
+    assert_eq!((back.from, back.payload), (bob.peer_id(), vec![4]));
+    assert_eq!(pa.connected(), vec![bob.peer_id()]);
+    assert_eq!(pb.connected(), vec![alice.peer_id()]);
+}
+
+#[tokio::test]
+async fn without_a_link_or_an_address_sending_fails_and_a_closed_link_is_redialled() {
+    let net = MemoryNetwork::new(TokioRuntime::current(), LinkConfig::default());
+    let (alice, bob, carol) = (
+        Arc::new(Identity::generate()),
+        Arc::new(Identity::generate()),
+        Arc::new(Identity::generate()),
+    );
+    let pa = pool(&net, &alice, "mem:alice");
+    let pb = pool(&net, &bob, "mem:bob");
+    let mut bob_dht = pb.subscribe(ProtocolId::DHT);
+    let f = || Frame::new(ProtocolId::DHT, vec![7]).unwrap();
+
+    assert!(matches!(
+        pa.send(carol.peer_id(), "", f()).await,
+        Err(TransportError::Unreachable(_))
+    ));
+    // Nobody listens there.
+    assert!(pa.send(carol.peer_id(), "mem:nobody", f()).await.is_err());
+    // Bob listens at the address, but he is not Carol: refused by the handshake.
+    assert!(pa.send(carol.peer_id(), "mem:bob", f()).await.is_err());
+    assert!(pa.connected().is_empty());
+
+    pa.send(bob.peer_id(), "mem:bob", f()).await.unwrap();
+    next(&mut bob_dht).await;
+    // Bob closes every link; Alice's next send notices and dials again.
+    pb.close_all().await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    pa.send(bob.peer_id(), "mem:bob", f()).await.unwrap();
+    assert_eq!(next(&mut bob_dht).await.payload, [7]);
+}
