@@ -22,11 +22,13 @@
 
 #![forbid(unsafe_code)]
 
+pub mod driver;
 pub mod key;
 pub mod lookup;
 pub mod message;
 pub mod metrics;
 pub mod node;
+pub mod persist;
 pub mod record;
 pub mod routing;
 pub mod store;

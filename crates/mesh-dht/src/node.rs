@@ -262,7 +262,12 @@ impl Dht {
     fn learn(&mut self, contact: Contact, monotonic: Duration) {
         if let Insert::Full { check } = self.table.insert(contact) {
             // Ask the least recently seen contact whether it is still there.
-            self.request(check, Body::Ping, Purpose::Ping, monotonic);
+            let address = self
+                .table
+                .get(&check)
+                .map(|c| c.address.clone())
+                .unwrap_or_default();
+            self.request(check, &address, Body::Ping, Purpose::Ping, monotonic);
         }
     }
 
@@ -334,21 +339,25 @@ impl Dht {
         id
     }
 
-    fn request(&mut self, to: PeerId, body: Body, purpose: Purpose, monotonic: Duration) -> bool {
+    /// Sends a request to `to` at `address` (lookup candidates are not in the table yet, so
+    /// the caller says where).
+    fn request(
+        &mut self,
+        to: PeerId,
+        address: &str,
+        body: Body,
+        purpose: Purpose,
+        monotonic: Duration,
+    ) -> bool {
         let busy = self.per_peer.get(&to).copied().unwrap_or(0);
         if self.pending.len() >= MAX_PENDING_REQUESTS || busy >= MAX_REQUESTS_PER_PEER {
             return false;
         }
         let request = self.next_request;
         self.next_request += 1;
-        let address = self
-            .table
-            .get(&to)
-            .map(|c| c.address.clone())
-            .unwrap_or_default();
         self.outbox.push_back(Output::Send {
             to,
-            address,
+            address: address.to_string(),
             bytes: Message { request, body }.encode(),
         });
         self.pending.insert(
@@ -393,9 +402,14 @@ impl Dht {
             } else {
                 Body::FindNode(target)
             };
-            if !self.request(contact.peer, body, Purpose::Lookup(id), monotonic)
-                && let Some(Task::Find { lookup, .. } | Task::Put { lookup, .. }) =
-                    self.tasks.get_mut(&id)
+            if !self.request(
+                contact.peer,
+                &contact.address,
+                body,
+                Purpose::Lookup(id),
+                monotonic,
+            ) && let Some(Task::Find { lookup, .. } | Task::Put { lookup, .. }) =
+                self.tasks.get_mut(&id)
             {
                 lookup.on_failure(&contact.peer);
             }
@@ -426,6 +440,7 @@ impl Dht {
                 for c in closest {
                     if self.request(
                         c.peer,
+                        &c.address,
                         Body::Store(record.clone()),
                         Purpose::Store(id),
                         monotonic,

@@ -105,6 +105,11 @@ impl RoutingTable {
         self.local
     }
 
+    /// The local node's identity.
+    pub fn local_peer(&self) -> PeerId {
+        self.local_peer
+    }
+
     /// Contacts in the table (replacements not counted).
     pub fn len(&self) -> usize {
         self.buckets.iter().map(|b| b.entries.len()).sum()

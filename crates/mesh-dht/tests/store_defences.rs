@@ -294,7 +294,8 @@ fn changes_are_reported_once_per_key_and_loaded_records_are_checked() {
     let (a, b) = (identity(1), identity(2));
     let mut s = RecordStore::new(StoreConfig::default());
     // Off by default: nothing accumulates for a store nobody persists.
-    s.put(a.peer_id(), &record(&a, b"x", 1, 10), NOW, t(0)).unwrap();
+    s.put(a.peer_id(), &record(&a, b"x", 1, 10), NOW, t(0))
+        .unwrap();
     assert!(s.take_changes().is_empty());
 
     s.track_changes();
@@ -347,7 +348,8 @@ fn records_are_due_for_republishing_after_resting_and_a_republish_restarts_the_w
     let hour = t(3600);
     let r = record(&a, b"x", 1, 10);
     s.put(a.peer_id(), &r, NOW, t(0)).unwrap();
-    s.put(a.peer_id(), &record(&a, b"y", 1, 10), NOW, t(100)).unwrap();
+    s.put(a.peer_id(), &record(&a, b"y", 1, 10), NOW, t(100))
+        .unwrap();
     assert!(s.due_for_republish(NOW, t(3599), hour, 10).is_empty());
     // At the interval: the older one only, and only once.
     let due = s.due_for_republish(NOW, t(3600), hour, 10);
@@ -362,7 +364,10 @@ fn records_are_due_for_republishing_after_resting_and_a_republish_restarts_the_w
     // Someone else republishing it to us restarts the wait.
     s.put(identity(2).peer_id(), &r, NOW, t(20_000)).unwrap();
     let due = s.due_for_republish(NOW, t(20_000 + 3599), hour, 10);
-    assert!(due.iter().all(|(k, _)| *k != record_key(&a.peer_id(), b"x")));
+    assert!(
+        due.iter()
+            .all(|(k, _)| *k != record_key(&a.peer_id(), b"x"))
+    );
     // Expired records are not republished.
     assert!(s.due_for_republish(LATER, t(100_000), hour, 10).is_empty());
 }
