@@ -5,6 +5,7 @@
 //! - `test-wasm`: the browser tests in headless Chromium.
 //! - `interop`: libsodium (PyNaCl) against mesh-crypto, both directions.
 //! - `bench SUITE [--quick]`: a benchmark suite and its same-run baseline, with ratios.
+//! - `sim dht --nodes N [...]`: the DHT simulation at scale (release build), with its report.
 //! - `vectors`: regenerates the committed test vectors after an intentional format change.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -19,13 +20,16 @@ use std::process::ExitCode;
 use steps::{Ci, Outcome};
 
 const USAGE: &str =
-    "usage: cargo xtask <ci | setup | test-wasm | interop | bench SUITE [--quick] | vectors>
+    "usage: cargo xtask <ci | setup | test-wasm | interop | bench SUITE [--quick] | sim dht [FLAGS] | vectors>
   ci          install what is missing, run every check, print a summary (the CI entry point)
   setup       only install: wasm32 target, chromium + chromedriver, wasm-bindgen-cli, cargo-deny,
               the Python venv with PyNaCl, the offline advisory database
   test-wasm   browser tests (wasm-bindgen-test in headless Chromium)
   interop     libsodium (PyNaCl) checks our vectors; our code opens libsodium's envelopes
-  bench       benchmark suites with same-run baselines: crypto
+  bench       benchmark suites with same-run baselines: crypto | storage | transport | dht
+  sim dht     the DHT in the deterministic simulator: --nodes N --lookups L --records R
+              --churn PERCENT --loss PER_MILLE --settle SECS --seed S (release build; prints lookup success,
+              hops, messages per lookup, records found after churn, memory per node)
   vectors     regenerate the committed test vectors (crypto-v1.json, platform-v1.json)";
 
 fn main() -> ExitCode {
@@ -55,6 +59,20 @@ fn main() -> ExitCode {
             ci.step(&format!("bench {s}"), |c| {
                 bench::run(c, &s, !quick, quick).map(|()| Outcome::Passed)
             });
+        }
+        ["sim", rest @ ..] => {
+            let mut args = vec![
+                "run",
+                "--locked",
+                "--release",
+                "-p",
+                "mesh-sim",
+                "--bin",
+                "mesh-sim",
+                "--",
+            ];
+            args.extend_from_slice(rest);
+            ci.step(&format!("sim {}", rest.join(" ")), |c| c.cargo(&args, &[]));
         }
         ["vectors"] => {
             ci.step("regenerate vectors", |c| {

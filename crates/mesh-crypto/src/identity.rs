@@ -52,6 +52,19 @@ impl PeerId {
         Ok(Self(bytes))
     }
 
+    /// Wraps 32 bytes that someone else claims are a peer's key, without validating them as a
+    /// curve point: for routing information relayed by third parties (DHT contacts), where
+    /// validation would cost as much as a signature check per contact and prove nothing (any
+    /// valid-looking key can be made up for free). Such an id is a name, not a credential:
+    /// a link to it is only established if the remote proves the key in the handshake (whose
+    /// own parsing validates it, so an invalid id never matches), and
+    /// [`PeerId::encryption_key`] of an invalid one is all zeros, which key exchange refuses
+    /// loudly. Never verify a signature against one: signed formats carry their author's key
+    /// and parse it with [`PeerId::from_bytes`], as everything else should.
+    pub const fn from_bytes_unvalidated(bytes: [u8; PUBLIC_KEY_LEN]) -> Self {
+        Self(bytes)
+    }
+
     /// Wraps a key already known to be valid (crate-internal).
     pub(crate) const fn from_bytes_unchecked(bytes: [u8; PUBLIC_KEY_LEN]) -> Self {
         Self(bytes)
@@ -76,8 +89,9 @@ impl PeerId {
     /// The X25519 public key that envelopes to this peer are sealed to.
     pub fn encryption_key(&self) -> EncryptionKey {
         let mut x = [0u8; PUBLIC_KEY_LEN];
-        // Validated at construction, so the conversion cannot fail; an all-zero key would make
-        // every later key exchange fail loudly with `WeakKeyExchange`, never silently succeed.
+        // Validated at construction (unless made with `from_bytes_unvalidated`), so the
+        // conversion does not fail; an all-zero key would make every later key exchange fail
+        // loudly with `WeakKeyExchange`, never silently succeed.
         if crypto_sign_ed25519_pk_to_curve25519(&mut x, &self.0).is_err() {
             x = [0; PUBLIC_KEY_LEN];
         }

@@ -2,7 +2,7 @@
 //! state kept in a [`KvStore`].
 //!
 //! One task owns the core. It takes DHT frames from the pool, commands from [`DhtHandle`]s, and
-//! ticks the core once a second; what the core wants sent goes out through the pool (each send
+//! ticks the core at its next deadline (at least once a second); what the core wants sent goes out through the pool (each send
 //! in a task of its own, so a slow dial never stalls the node), and record changes are written
 //! to the store before the next input is taken. Everything the core bounds stays bounded; the
 //! command queue holds [`COMMAND_QUEUE`] requests.
@@ -28,8 +28,9 @@ use crate::store::Rejected;
 
 /// Commands waiting for the driver at most; callers wait beyond.
 pub const COMMAND_QUEUE: usize = 256;
-/// How often the core is ticked.
-pub const TICK: Duration = Duration::from_secs(1);
+/// The longest the driver sleeps between ticks of the core (it wakes earlier when the
+/// core's [`Dht::next_deadline`] says so).
+pub const MAX_SLEEP: Duration = Duration::from_secs(1);
 
 /// Errors of the driver.
 #[derive(Debug, thiserror::Error)]
@@ -252,9 +253,12 @@ impl<T: Transport + 'static, R: Runtime> Driver<T, R> {
         mut incoming: mpsc::Receiver<Incoming>,
         mut commands: mpsc::Receiver<Command>,
     ) {
-        let mut next_tick = self.runtime.monotonic() + TICK;
         loop {
             self.flush().await;
+            let next_tick = self
+                .dht
+                .next_deadline()
+                .min(self.runtime.monotonic() + MAX_SLEEP);
             let wait = next_tick.saturating_sub(self.runtime.monotonic());
             tokio::select! {
                 command = commands.recv() => match command {
@@ -283,7 +287,6 @@ impl<T: Transport + 'static, R: Runtime> Driver<T, R> {
             }
             let now = self.runtime.monotonic();
             if now >= next_tick {
-                next_tick = now + TICK;
                 self.dht.tick(self.runtime.unix_time(), now);
                 if now.saturating_sub(self.contacts_saved) >= MAINTENANCE_INTERVAL {
                     self.contacts_saved = now;

@@ -3,7 +3,7 @@
 //! [`Dht::poll_output`]. A driver moves the bytes over connections; the simulator moves them
 //! with virtual latency and loss.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use mesh_crypto::{PeerId, UnixMillis};
@@ -22,6 +22,8 @@ pub const MAX_PENDING_REQUESTS: usize = 1024;
 pub const MAX_REQUESTS_PER_PEER: usize = 8;
 /// Lookups running at once.
 pub const MAX_LOOKUPS: usize = 64;
+/// Outputs' room kept after the outbox empties.
+const OUTBOX_KEPT: usize = 8;
 /// How often a bucket no lookup went through is refreshed.
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(3600);
 /// How often [`Dht::tick`] does housekeeping (bucket refresh, record expiry, reclaiming idle
@@ -154,13 +156,17 @@ pub struct Dht {
     // simulations deterministic.
     tasks: BTreeMap<QueryId, Task>,
     pending: BTreeMap<u64, Pending>,
-    per_peer: HashMap<PeerId, usize>,
+    // A BTreeMap gives its memory back as it empties (a HashMap keeps its peak capacity,
+    // which across a million simulated nodes adds up).
+    per_peer: BTreeMap<PeerId, usize>,
     next_request: u64,
     next_query: u64,
     outbox: VecDeque<Output>,
     maintained: Duration,
     metrics: Option<DhtMetrics>,
     reported: Gauges,
+    /// The latest monotonic time passed in.
+    clock: Duration,
 }
 
 impl Dht {
@@ -173,14 +179,34 @@ impl Dht {
             store: RecordStore::new(config.store),
             tasks: BTreeMap::new(),
             pending: BTreeMap::new(),
-            per_peer: HashMap::new(),
+            per_peer: BTreeMap::new(),
             next_request: 1,
             next_query: 1,
             outbox: VecDeque::new(),
             maintained: Duration::ZERO,
             metrics: None,
             reported: Gauges::default(),
+            clock: Duration::ZERO,
         }
+    }
+
+    /// When [`Dht::tick`] next has work: the earliest request timeout, a lookup waiting for
+    /// room to send, or the next maintenance round. Calling `tick` more often is harmless; a
+    /// driver or simulator may sleep until then (any input in between may move it earlier).
+    pub fn next_deadline(&self) -> Duration {
+        let maintenance = self.maintained + MAINTENANCE_INTERVAL;
+        // Request ids grow with time, so the first pending request is the oldest.
+        let timeout = self
+            .pending
+            .first_key_value()
+            .map_or(maintenance, |(_, p)| p.sent + REQUEST_TIMEOUT);
+        let waiting = if self.tasks.is_empty() {
+            maintenance
+        } else {
+            // A lookup held back by the in-flight limits retries on the next tick.
+            self.clock + Duration::from_secs(1)
+        };
+        maintenance.min(timeout).min(waiting)
     }
 
     /// Reports to these instruments from now on (see [`crate::metrics`]). Without, the core
@@ -251,7 +277,12 @@ impl Dht {
 
     /// The next thing to do, if any.
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.outbox.pop_front()
+        let out = self.outbox.pop_front();
+        if out.is_none() && self.outbox.capacity() > OUTBOX_KEPT {
+            // A burst (a put to k nodes) leaves a large buffer behind; give it back.
+            self.outbox.shrink_to(OUTBOX_KEPT);
+        }
+        out
     }
 
     /// Learns a contact (a bootstrap peer, or one met on another protocol).
@@ -312,6 +343,7 @@ impl Dht {
         record: Option<(Vec<u8>, bool)>,
         monotonic: Duration,
     ) -> QueryId {
+        self.clock = self.clock.max(monotonic);
         let id = self.query_id();
         let lookup = Lookup::new(self.local, target, self.table.closest(&target, K));
         self.table.touch(&target, monotonic);
@@ -522,6 +554,7 @@ impl Dht {
         now: UnixMillis,
         monotonic: Duration,
     ) {
+        self.clock = self.clock.max(monotonic);
         self.handle(from, address, bytes, now, monotonic);
         self.report();
     }
@@ -685,6 +718,7 @@ impl Dht {
     /// stale buckets are refreshed, expired records go and idle rate-limiter state is
     /// reclaimed. Call it about once a second.
     pub fn tick(&mut self, now: UnixMillis, monotonic: Duration) {
+        self.clock = self.clock.max(monotonic);
         self.on_tick(now, monotonic);
         self.report();
     }

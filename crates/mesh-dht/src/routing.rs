@@ -82,7 +82,21 @@ struct Bucket {
     refreshed: Duration,
 }
 
+/// Pushes onto a deque that grows in steps of 4, 8, 16, then to `cap` exactly (buckets are
+/// many and mostly small; doubling to 32 would waste a dozen contacts' room in every full one).
+fn push_bounded(d: &mut VecDeque<Contact>, c: Contact, cap: usize) {
+    if d.len() == d.capacity() {
+        let target = (d.len() * 2).clamp(4, cap.max(4));
+        d.reserve_exact(target.saturating_sub(d.len()).max(1));
+    }
+    d.push_back(c);
+}
+
 /// 256 k-buckets around the local key.
+///
+/// Stored sparsely: bucket `i` is at position `255 - i`, and only positions up to the
+/// deepest bucket used exist. With `N` nodes a table uses about `log2(N)` buckets, not 256,
+/// which is what keeps a simulated million-node network within memory.
 #[derive(Debug, Clone)]
 pub struct RoutingTable {
     local: Key,
@@ -96,7 +110,7 @@ impl RoutingTable {
         Self {
             local: Key::of_peer(&local),
             local_peer: local,
-            buckets: vec![Bucket::default(); KEY_BITS],
+            buckets: Vec::new(),
         }
     }
 
@@ -115,13 +129,31 @@ impl RoutingTable {
         self.buckets.iter().map(|b| b.entries.len()).sum()
     }
 
+    /// Contacts waiting in replacement caches.
+    pub fn replacements(&self) -> usize {
+        self.buckets.iter().map(|b| b.replacements.len()).sum()
+    }
+
     /// Whether the table has no contacts.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// The position of the bucket `key` falls in.
     fn bucket_of(&self, key: &Key) -> Option<usize> {
-        self.local.bucket_index(key)
+        self.local.bucket_index(key).map(|i| KEY_BITS - 1 - i)
+    }
+
+    fn bucket(&self, pos: usize) -> Option<&Bucket> {
+        self.buckets.get(pos)
+    }
+
+    /// The bucket at `pos`, created (with the ones before it) if needed.
+    fn bucket_mut(&mut self, pos: usize) -> &mut Bucket {
+        if self.buckets.len() <= pos {
+            self.buckets.resize_with(pos + 1, Bucket::default);
+        }
+        &mut self.buckets[pos]
     }
 
     /// Records that `contact` is alive (it answered, or sent us a valid message).
@@ -132,7 +164,12 @@ impl RoutingTable {
         let Some(i) = self.bucket_of(&contact.key) else {
             return Insert::SelfIgnored;
         };
-        let bucket = &mut self.buckets[i];
+        let local_peer = self.local_peer;
+        let bucket = self.bucket_mut(i);
+        if bucket.entries.is_empty() && bucket.replacements.is_empty() {
+            // A bucket counts as fresh from its first contact.
+            bucket.refreshed = contact.last_seen;
+        }
         if let Some(pos) = bucket.entries.iter().position(|c| c.peer == contact.peer) {
             let mut known = bucket
                 .entries
@@ -147,25 +184,27 @@ impl RoutingTable {
             return Insert::Updated;
         }
         if bucket.entries.len() < K {
-            bucket.entries.push_back(contact);
+            push_bounded(&mut bucket.entries, contact, K);
             return Insert::Added;
         }
         bucket.replacements.retain(|c| c.peer != contact.peer);
         if bucket.replacements.len() >= REPLACEMENTS {
             bucket.replacements.pop_front();
         }
-        bucket.replacements.push_back(contact);
-        let check = bucket.entries.front().map_or(self.local_peer, |c| c.peer);
+        push_bounded(&mut bucket.replacements, contact, REPLACEMENTS);
+        let check = bucket.entries.front().map_or(local_peer, |c| c.peer);
         Insert::Full { check }
     }
 
     /// Records a failed request to `peer`; after [`MAX_FAILURES`] in a row it is dropped and
     /// the freshest replacement takes its place. Returns whether it was dropped.
     pub fn on_failure(&mut self, peer: &PeerId) -> bool {
-        let Some(i) = self.bucket_of(&Key::of_peer(peer)) else {
+        let Some(bucket) = self
+            .bucket_of(&Key::of_peer(peer))
+            .and_then(|i| self.buckets.get_mut(i))
+        else {
             return false;
         };
-        let bucket = &mut self.buckets[i];
         let Some(pos) = bucket.entries.iter().position(|c| c.peer == *peer) else {
             bucket.replacements.retain(|c| c.peer != *peer);
             return false;
@@ -184,8 +223,10 @@ impl RoutingTable {
 
     /// Removes `peer` at once (it proved hostile, or left).
     pub fn remove(&mut self, peer: &PeerId) {
-        if let Some(i) = self.bucket_of(&Key::of_peer(peer)) {
-            let bucket = &mut self.buckets[i];
+        if let Some(bucket) = self
+            .bucket_of(&Key::of_peer(peer))
+            .and_then(|i| self.buckets.get_mut(i))
+        {
             bucket.entries.retain(|c| c.peer != *peer);
             bucket.replacements.retain(|c| c.peer != *peer);
         }
@@ -194,14 +235,27 @@ impl RoutingTable {
     /// The contact for `peer`, if in the table.
     pub fn get(&self, peer: &PeerId) -> Option<&Contact> {
         let i = self.bucket_of(&Key::of_peer(peer))?;
-        self.buckets[i].entries.iter().find(|c| c.peer == *peer)
+        self.bucket(i)?.entries.iter().find(|c| c.peer == *peer)
     }
 
     /// Up to `n` contacts closest to `target`, closest first.
     pub fn closest(&self, target: &Key, n: usize) -> Vec<Contact> {
-        let mut all: Vec<&Contact> = self.buckets.iter().flat_map(|b| &b.entries).collect();
-        all.sort_by_key(|c| c.key.distance(target));
-        all.into_iter().take(n).cloned().collect()
+        // Each distance computed once; only the `n` closest sorted.
+        let mut all: Vec<(crate::key::Distance, &Contact)> = self
+            .buckets
+            .iter()
+            .flat_map(|b| &b.entries)
+            .map(|c| (c.key.distance(target), c))
+            .collect();
+        if n == 0 {
+            return Vec::new();
+        }
+        if all.len() > n {
+            all.select_nth_unstable_by_key(n - 1, |a| a.0);
+            all.truncate(n);
+        }
+        all.sort_unstable_by_key(|a| a.0);
+        all.into_iter().map(|(_, c)| c.clone()).collect()
     }
 
     /// Every contact (for persistence).
@@ -211,8 +265,8 @@ impl RoutingTable {
 
     /// Marks the bucket `target` falls in as refreshed at `now` (a lookup went there).
     pub fn touch(&mut self, target: &Key, now: Duration) {
-        if let Some(i) = self.bucket_of(target) {
-            self.buckets[i].refreshed = now;
+        if let Some(bucket) = self.bucket_of(target).and_then(|i| self.buckets.get_mut(i)) {
+            bucket.refreshed = now;
         }
     }
 
@@ -222,7 +276,7 @@ impl RoutingTable {
             .iter()
             .enumerate()
             .filter(|(_, b)| !b.entries.is_empty() && now.saturating_sub(b.refreshed) >= interval)
-            .map(|(i, _)| i)
+            .map(|(pos, _)| KEY_BITS - 1 - pos)
             .collect()
     }
 }
@@ -300,9 +354,9 @@ mod tests {
             t.insert(Contact::new(*p, "", Duration::ZERO));
         }
         assert_eq!(t.len(), K);
-        assert_eq!(t.buckets[255].replacements.len(), REPLACEMENTS);
+        assert_eq!(t.buckets[0].replacements.len(), REPLACEMENTS);
         // The oldest waiting contacts were the ones dropped.
-        assert!(t.buckets[255].replacements.iter().all(|c| c.peer != ps[K]));
+        assert!(t.buckets[0].replacements.iter().all(|c| c.peer != ps[K]));
         let long = "x".repeat(MAX_ADDRESS_LEN + 1);
         assert_eq!(Contact::new(ps[0], &long, Duration::ZERO).address, "");
     }
