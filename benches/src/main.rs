@@ -73,6 +73,7 @@ fn main() -> ExitCode {
                 "the same store, verifying the record's signature before any other check",
                 &dht::run_baseline(budget),
             );
+            tracked_peers(&mut extra, if quick { 10_000 } else { 1_000_000 });
             dht::run(budget)
         }
         "transport" => {
@@ -110,6 +111,25 @@ fn main() -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// Measures and prints the memory per tracked peer, recording it for the JSON report.
+fn tracked_peers(extra: &mut serde_json::Map<String, serde_json::Value>, peers: usize) {
+    match dht::tracked_peers(peers) {
+        Some(t) => {
+            println!(
+                "memory per tracked peer ({} peers, one STORE each): {:.0} bytes (baseline HashMap<PeerId, u64>: {:.0} bytes, ratio {:.2}); after the idle reclaim: {} tracked, {:.0} bytes per peer still resident\n",
+                t.peers,
+                t.bytes_per_peer,
+                t.baseline_bytes_per_peer,
+                t.bytes_per_peer / t.baseline_bytes_per_peer.max(1.0),
+                t.tracked_after_reclaim,
+                t.bytes_per_peer_after_reclaim
+            );
+            extra.insert("tracked_peers".into(), serde_json::json!(t));
+        }
+        None => println!("memory per tracked peer: not measurable here (no /proc)\n"),
+    }
 }
 
 /// Prints a same-run baseline and records it for the JSON report.

@@ -67,6 +67,19 @@ pub(crate) fn run(c: &mut Ci, suite: &str, release: bool, quick: bool) -> Result
             );
         }
     }
+    if let Some(t) = ours.get("tracked_peers") {
+        let _ = writeln!(
+            table,
+            "\n| memory per tracked peer | bytes |\n|---|---:|\n| rate-limiter state, {} peers with one STORE each | {:.0} |\n| baseline: `HashMap<PeerId, u64>` of the same peers | {:.0} |\n| still resident after the idle reclaim ({} tracked) | {:.0} |",
+            t["peers"],
+            t["bytes_per_peer"].as_f64().unwrap_or(f64::NAN),
+            t["baseline_bytes_per_peer"].as_f64().unwrap_or(f64::NAN),
+            t["tracked_after_reclaim"],
+            t["bytes_per_peer_after_reclaim"]
+                .as_f64()
+                .unwrap_or(f64::NAN)
+        );
+    }
     println!("{table}");
     let profile = if release { "release" } else { "debug" };
     let doc = format!(

@@ -63,7 +63,10 @@ fn lookups_survive_a_fifth_of_messages_lost() {
     // during a lossy join, are the misses. The bar is set below what was measured.
     assert!(report.before.exact >= 35, "{}", report.before.exact);
     assert!(report.after.exact >= 35, "{}", report.after.exact);
-    assert!(report.records_put >= 4 && report.records_found >= 3, "{report:?}");
+    assert!(
+        report.records_put >= 4 && report.records_found >= 3,
+        "{report:?}"
+    );
 }
 
 #[test]
