@@ -1,5 +1,6 @@
-//! Kademlia DHT for mesh, as a sans-IO core: nothing here does I/O or reads a clock; time and
-//! peers' bytes are passed in, decisions come out.
+//! Kademlia DHT for mesh. The core is sans-IO (nothing in it does I/O or reads a clock; time
+//! and peers' bytes are passed in, decisions come out); a thin async driver runs it over real
+//! links.
 //!
 //! - [`key`]: the 256-bit key space (BLAKE2b-256 of a `PeerId`), XOR distance, buckets.
 //! - [`routing`]: 256 k-buckets (k = 20) with replacement caches and liveness checks.
@@ -11,14 +12,16 @@
 //!   answers), bounded before allocation.
 //! - [`node`]: the node core joining them: answers PING, `FIND_NODE`, `FIND_VALUE` and STORE,
 //!   runs lookups and puts, bounds requests in flight (in all and per peer), times them out,
-//!   refreshes stale buckets.
+//!   refreshes stale buckets, republishes records hourly.
 //! - [`store`]: the record store and its defences: size first, then the per-peer STORE rate
 //!   (governor), then the per-peer quota, signature last; fair LRU eviction at the node's
 //!   budget.
+//! - [`driver`]: the async driver: runs a core over a `mesh_transport::pool::Pool` on any
+//!   `Runtime`, keeps its state in a `KvStore` ([`persist`]), answers [`driver::DhtHandle`]s.
+//! - [`metrics`]: opentelemetry instruments the core reports to when given them.
 //!
-//! Status: these parts are built and tested (a 1,000-node virtual-time network among the
-//! tests); the async driver over `mesh-transport`, persistence through `KvStore`, republishing,
-//! metrics and the `cargo xtask sim` scale runs follow (see the DHT issue).
+//! The deterministic simulator that runs these cores by the thousand (and `cargo xtask sim dht`)
+//! is the `mesh-sim` crate.
 
 #![forbid(unsafe_code)]
 
