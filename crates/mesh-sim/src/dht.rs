@@ -12,6 +12,10 @@ use mesh_dht::{Key, Record, RecordPayload};
 
 use crate::{Action, NetConfig, Node, Now, Sim, address};
 
+/// Nodes joining at once at most: a quarter of the network so far, up to this many (each
+/// join is a lookup holding up to 80 candidates while it runs).
+pub const MAX_WAVE: usize = 10_000;
+
 impl Node for Dht {
     type Event = Event;
 
@@ -263,15 +267,15 @@ fn measure(sim: &mut Sim<Dht>, keys: &[Key], count: usize) -> LookupStats {
 fn join(sim: &mut Sim<Dht>, n: usize, seed: u64, progress: &mut impl FnMut(&str)) -> Vec<Key> {
     let started = Instant::now();
     let config = DhtConfig::default();
-    // Join in waves of a quarter of the network so far, each node through a random node that
-    // joined before it, and looking itself up.
+    // Join in waves of a quarter of the network so far (at most `MAX_WAVE`), each node through
+    // a random node that joined before it, and looking itself up.
     let mut keys = Vec::with_capacity(n);
     let first = peer_of(seed, 0);
     keys.push(Key::of_peer(&first));
     sim.add(first, Dht::new(first, config));
     while sim.len() < n {
         let joined = sim.len();
-        let wave = (joined / 4).clamp(1, n - joined);
+        let wave = (joined / 4).clamp(1, MAX_WAVE).min(n - joined);
         let mut newcomers = Vec::with_capacity(wave);
         for k in 0..wave {
             let i = joined + k;
@@ -288,11 +292,12 @@ fn join(sim: &mut Sim<Dht>, n: usize, seed: u64, progress: &mut impl FnMut(&str)
             let me = d.table().local_key();
             d.find_node(me, now.monotonic)
         });
-        if sim.len() % 100_000 < wave || sim.len() == n {
+        if sim.len() % 50_000 < wave || sim.len() == n {
             progress(&format!(
-                "joined {} nodes ({:.0} s)",
+                "joined {} nodes ({:.0} s, {} MB resident)",
                 sim.len(),
-                started.elapsed().as_secs_f64()
+                started.elapsed().as_secs_f64(),
+                rss_bytes().unwrap_or(0) >> 20
             ));
         }
     }
