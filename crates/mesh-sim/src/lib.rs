@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod dht;
+pub mod gossip;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
