@@ -1,6 +1,7 @@
 //! `mesh-sim dht --nodes N [--lookups L] [--records R] [--churn P] [--loss M] [--settle SECS] [--seed S]`:
-//! runs the DHT simulation and prints its report (`cargo xtask sim dht ...` builds and runs
-//! this in release mode).
+//! runs the DHT simulation and prints its report. `mesh-sim gossip`: what a returning peer
+//! spends to catch up by pull, against a digest listing every id and against push alone.
+//! (`cargo xtask sim ...` builds and runs this in release mode.)
 
 #![forbid(unsafe_code)]
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a command-line tool
@@ -9,7 +10,7 @@ use std::process::ExitCode;
 
 use mesh_sim::dht::{Options, run};
 
-const USAGE: &str = "usage: mesh-sim dht [--nodes N] [--lookups L] [--records R] [--churn PERCENT] [--loss PER_MILLE] [--settle SECS] [--seed S]";
+const USAGE: &str = "usage: mesh-sim gossip | mesh-sim dht [--nodes N] [--lookups L] [--records R] [--churn PERCENT] [--loss PER_MILLE] [--settle SECS] [--seed S]";
 
 fn parse(args: &[String]) -> Result<Options, String> {
     let mut o = Options::default();
@@ -46,6 +47,10 @@ fn main() -> ExitCode {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
     };
+    if what == "gossip" && rest.is_empty() {
+        gossip();
+        return ExitCode::SUCCESS;
+    }
     if what != "dht" {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
@@ -64,4 +69,36 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
+}
+
+fn gossip() {
+    println!(
+        "| held by both | missing | recovered by 1 pull | digest bytes | digest bytes / held | answer bytes | ours total | naive id-list total | naive / ours | push only recovers |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (held, missing) in [
+        (0, 1000),
+        (1000, 10),
+        (1000, 100),
+        (10_000, 100),
+        (10_000, 1000),
+        (15_000, 1000),
+    ] {
+        let r = mesh_sim::gossip::resync(held, missing);
+        let ours = r.digest_bytes + r.response_bytes;
+        #[allow(clippy::cast_precision_loss)]
+        let ratio = r.naive_bytes as f64 / ours.max(1) as f64;
+        println!(
+            "| {} | {} | {} | {} | {:.2} | {} | {} | {} | {:.2} | 0 |",
+            r.held,
+            r.missing,
+            r.recovered,
+            r.digest_bytes,
+            r.digest_bytes_per_held(),
+            r.response_bytes,
+            ours,
+            r.naive_bytes,
+            ratio
+        );
+    }
 }
