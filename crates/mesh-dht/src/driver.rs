@@ -28,6 +28,12 @@ use crate::store::Rejected;
 
 /// Commands waiting for the driver at most; callers wait beyond.
 pub const COMMAND_QUEUE: usize = 256;
+/// Sends in flight at once at most; beyond, a send is dropped (the core treats it as a
+/// request that timed out), so a peer that stops reading cannot make the node hold answers
+/// without bound.
+pub const MAX_SENDS_IN_FLIGHT: usize = 256;
+/// How long one send (with its dial) may take before it is abandoned.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest the driver sleeps between ticks of the core (it wakes earlier when the
 /// core's [`Dht::next_deadline`] says so).
 pub const MAX_SLEEP: Duration = Duration::from_secs(1);
@@ -233,6 +239,8 @@ where
         store: options.store,
         waiters: HashMap::new(),
         contacts_saved: runtime.monotonic(),
+        sends: Arc::new(tokio::sync::Semaphore::new(MAX_SENDS_IN_FLIGHT)),
+        unsaved: Vec::new(),
     };
     runtime.spawn(Box::pin(driver.run(incoming, commands)));
     Ok(DhtHandle { local, tx })
@@ -245,6 +253,9 @@ struct Driver<T: Transport, R: Runtime> {
     store: Option<Arc<dyn KvStore>>,
     waiters: HashMap<QueryId, Waiter>,
     contacts_saved: Duration,
+    sends: Arc<tokio::sync::Semaphore>,
+    /// Record changes whose write failed, written again with the next ones.
+    unsaved: Vec<crate::store::Change>,
 }
 
 impl<T: Transport + 'static, R: Runtime> Driver<T, R> {
@@ -273,16 +284,20 @@ impl<T: Transport + 'static, R: Runtime> Driver<T, R> {
                         return;
                     }
                 },
-                frame = incoming.recv() => match frame {
-                    Some(f) => self.dht.handle_message(
+                frame = incoming.recv() => {
+                    // The pool went away (or DHT frames were subscribed elsewhere).
+                    let Some(f) = frame else {
+                        let _ = self.save_contacts().await;
+                        return;
+                    };
+                    self.dht.handle_message(
                         f.from,
                         &f.address,
                         &f.payload,
                         self.runtime.unix_time(),
                         self.runtime.monotonic(),
-                    ),
-                    None => return,
-                },
+                    );
+                }
                 () = self.runtime.sleep(wait) => {}
             }
             let now = self.runtime.monotonic();
@@ -341,12 +356,25 @@ impl<T: Transport + 'static, R: Runtime> Driver<T, R> {
                     let Ok(frame) = Frame::new(ProtocolId::DHT, bytes) else {
                         continue;
                     };
+                    let Ok(permit) = Arc::clone(&self.sends).try_acquire_owned() else {
+                        tracing::debug!(peer = %to, "DHT send dropped: too many in flight");
+                        continue;
+                    };
                     let pool = self.pool.clone();
+                    let runtime = self.runtime.clone();
                     self.runtime.spawn(Box::pin(async move {
-                        // A failed send is a request that times out in the core.
-                        if let Err(e) = pool.send(to, &address, frame).await {
-                            tracing::debug!(peer = %to, error = %e, "DHT send failed");
+                        // A failed or abandoned send is a request that times out in the core.
+                        tokio::select! {
+                            r = pool.send(to, &address, frame) => {
+                                if let Err(e) = r {
+                                    tracing::debug!(peer = %to, error = %e, "DHT send failed");
+                                }
+                            }
+                            () = runtime.sleep(SEND_TIMEOUT) => {
+                                tracing::debug!(peer = %to, "DHT send timed out");
+                            }
                         }
+                        drop(permit);
                     }));
                 }
                 Output::Event(Event::Found { id, outcome }) => {
@@ -369,9 +397,12 @@ impl<T: Transport + 'static, R: Runtime> Driver<T, R> {
             }
         }
         if let Some(store) = &self.store {
-            let changes = self.dht.take_changes();
-            if let Err(e) = persist::save_changes(store.as_ref(), changes).await {
+            let changes =
+                persist::merge(std::mem::take(&mut self.unsaved), self.dht.take_changes());
+            if let Err(e) = persist::save_changes(store.as_ref(), &changes).await {
+                // Kept, and written with the next changes (a later change of a key wins).
                 tracing::warn!(error = %e, "saving DHT records failed");
+                self.unsaved = changes;
             }
         }
     }

@@ -167,6 +167,8 @@ pub struct Dht {
     reported: Gauges,
     /// The latest monotonic time passed in.
     clock: Duration,
+    /// When [`Dht::tick`] last ran.
+    ticked: Duration,
 }
 
 impl Dht {
@@ -187,6 +189,7 @@ impl Dht {
             metrics: None,
             reported: Gauges::default(),
             clock: Duration::ZERO,
+            ticked: Duration::ZERO,
         }
     }
 
@@ -203,8 +206,9 @@ impl Dht {
         let waiting = if self.tasks.is_empty() {
             maintenance
         } else {
-            // A lookup held back by the in-flight limits retries on the next tick.
-            self.clock + Duration::from_secs(1)
+            // A lookup held back by the in-flight limits retries a second after the last
+            // tick (not after the last input: steady traffic must not postpone it).
+            self.ticked + Duration::from_secs(1)
         };
         maintenance.min(timeout).min(waiting)
     }
@@ -460,7 +464,8 @@ impl Dht {
                 quiet,
             } => {
                 let outcome = lookup.outcome();
-                if let Some(m) = &self.metrics {
+                // Republishing is the node's own housekeeping, not a user's put.
+                if let Some(m) = self.metrics.as_ref().filter(|_| !quiet) {
                     m.lookup(
                         LookupKind::Put,
                         monotonic.saturating_sub(started),
@@ -719,6 +724,7 @@ impl Dht {
     /// reclaimed. Call it about once a second.
     pub fn tick(&mut self, now: UnixMillis, monotonic: Duration) {
         self.clock = self.clock.max(monotonic);
+        self.ticked = self.ticked.max(monotonic);
         self.on_tick(now, monotonic);
         self.report();
     }

@@ -110,30 +110,50 @@ pub async fn load(
     Ok(loaded)
 }
 
-/// Writes record changes (from [`Dht::take_changes`]) in one atomic batch.
+/// Changes written per batch at most.
+pub const CHANGES_PER_BATCH: usize = 1000;
+
+/// `older` followed by `newer`, one change per key (the newer wins), in key order.
+pub fn merge(older: Vec<Change>, newer: Vec<Change>) -> Vec<Change> {
+    if older.is_empty() {
+        return newer;
+    }
+    let key = |c: &Change| match c {
+        Change::Put { key, .. } | Change::Removed(key) => *key,
+    };
+    let mut by_key = std::collections::BTreeMap::new();
+    for c in older.into_iter().chain(newer) {
+        by_key.insert(key(&c), c);
+    }
+    by_key.into_values().collect()
+}
+
+/// Writes record changes (from [`Dht::take_changes`]), in batches of at most
+/// [`CHANGES_PER_BATCH`] (each atomic).
 ///
 /// # Errors
-/// The store's [`KvError`].
-pub async fn save_changes(store: &dyn KvStore, changes: Vec<Change>) -> Result<(), KvError> {
-    if changes.is_empty() {
-        return Ok(());
-    }
-    let mut batch = Batch::new();
-    for change in changes {
-        match change {
-            Change::Put { key, owner, record } => {
-                let mut value = Vec::with_capacity(33 + record.len());
-                value.push(LAYOUT_VERSION);
-                value.extend_from_slice(owner.as_bytes());
-                value.extend_from_slice(&record);
-                batch.put(RECORDS_TABLE, key.0.to_vec(), value);
-            }
-            Change::Removed(key) => {
-                batch.delete(RECORDS_TABLE, key.0.to_vec());
+/// The store's [`KvError`]; batches written before the failing one stay written, and
+/// writing the same changes again is harmless.
+pub async fn save_changes(store: &dyn KvStore, changes: &[Change]) -> Result<(), KvError> {
+    for chunk in changes.chunks(CHANGES_PER_BATCH) {
+        let mut batch = Batch::new();
+        for change in chunk {
+            match change {
+                Change::Put { key, owner, record } => {
+                    let mut value = Vec::with_capacity(33 + record.len());
+                    value.push(LAYOUT_VERSION);
+                    value.extend_from_slice(owner.as_bytes());
+                    value.extend_from_slice(record);
+                    batch.put(RECORDS_TABLE, key.0.to_vec(), value);
+                }
+                Change::Removed(key) => {
+                    batch.delete(RECORDS_TABLE, key.0.to_vec());
+                }
             }
         }
+        store.apply(batch).await?;
     }
-    store.apply(batch).await
+    Ok(())
 }
 
 /// Makes the stored contacts those of `dht`'s routing table, in one atomic batch.

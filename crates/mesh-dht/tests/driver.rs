@@ -39,6 +39,7 @@ async fn node(
     let pool = Pool::new(
         net.transport(Arc::clone(id), address).unwrap(),
         rt.clone(),
+        id.peer_id(),
         address,
     );
     pool.start_accepting();

@@ -371,3 +371,27 @@ fn records_are_due_for_republishing_after_resting_and_a_republish_restarts_the_w
     // Expired records are not republished.
     assert!(s.due_for_republish(LATER, t(100_000), hour, 10).is_empty());
 }
+
+#[test]
+fn a_republish_of_held_bytes_passes_even_at_quota_and_is_not_verified_again() {
+    let a = identity(1);
+    let mut s = RecordStore::new(StoreConfig {
+        per_peer_bytes: 2000,
+        ..StoreConfig::default()
+    });
+    let r = sized(&a, b"x", 1, 1500);
+    s.put(a.peer_id(), &r, NOW, t(0)).unwrap();
+    // Another record would pass the quota...
+    assert!(matches!(
+        s.put(a.peer_id(), &sized(&a, b"y", 1, 600), NOW, t(1)),
+        Err(Rejected::QuotaExceeded { .. })
+    ));
+    // ...but the same bytes again are a refresh, charged nothing.
+    assert!(s.put(a.peer_id(), &r, NOW, t(2)).is_ok());
+    assert_eq!(s.usage_of(&a.peer_id()), 1500);
+    // And it restarted the republish wait.
+    assert!(
+        s.due_for_republish(NOW, t(3601), Duration::from_secs(3600), 10)
+            .is_empty()
+    );
+}

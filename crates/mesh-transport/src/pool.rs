@@ -29,6 +29,8 @@ use crate::{Connection, Frame, ProtocolId, Transport, TransportError};
 pub const MAX_CONNECTIONS: usize = 256;
 /// Frames queued per subscribed protocol before the links feeding it wait.
 pub const INCOMING_QUEUE: usize = 1024;
+/// How long the losing one of two links to the same peer is still read before it is closed.
+pub const LOSER_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A frame that arrived for a subscribed protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +45,8 @@ pub struct Incoming {
 
 struct Link<C> {
     conn: Arc<C>,
+    /// Whether this side dialed it.
+    dialed: bool,
     /// Distinguishes this link from a later one to the same peer.
     serial: u64,
     /// The address the peer advertised.
@@ -52,7 +56,10 @@ struct Link<C> {
 struct Inner<T: Transport, R: Runtime> {
     transport: T,
     runtime: R,
+    local: PeerId,
     local_address: String,
+    /// One dial per peer at a time: later sends wait for it and use its link.
+    dialing: Mutex<HashMap<PeerId, Arc<tokio::sync::Mutex<()>>>>,
     links: Mutex<HashMap<PeerId, Link<T::Connection>>>,
     routes: Mutex<HashMap<u8, mpsc::Sender<Incoming>>>,
     serial: AtomicU64,
@@ -82,14 +89,16 @@ impl<T: Transport + 'static, R: Runtime> std::fmt::Debug for Pool<T, R> {
 }
 
 impl<T: Transport + 'static, R: Runtime> Pool<T, R> {
-    /// A pool over `transport`, advertising `local_address` (empty: not dialable) to every
-    /// peer it links with.
-    pub fn new(transport: T, runtime: R, local_address: &str) -> Self {
+    /// A pool over `transport` for the node `local`, advertising `local_address` (empty: not
+    /// dialable) to every peer it links with.
+    pub fn new(transport: T, runtime: R, local: PeerId, local_address: &str) -> Self {
         Self {
             inner: Arc::new(Inner {
                 transport,
                 runtime,
+                local,
                 local_address: local_address.to_string(),
+                dialing: Mutex::new(HashMap::new()),
                 links: Mutex::new(HashMap::new()),
                 routes: Mutex::new(HashMap::new()),
                 serial: AtomicU64::new(1),
@@ -157,8 +166,27 @@ impl<T: Transport + 'static, R: Runtime> Pool<T, R> {
                 "no link to the peer and no address to dial".into(),
             ));
         }
-        let conn = self.inner.transport.dial(peer, address).await?;
-        let conn = self.add(conn, Some(address)).await?;
+        let gate = {
+            let mut dialing = self
+                .inner
+                .dialing
+                .lock()
+                .map_err(|_| TransportError::Closed)?;
+            Arc::clone(dialing.entry(peer).or_default())
+        };
+        let conn = {
+            let _turn = gate.lock().await;
+            // A dial that finished while we waited left its link.
+            if let Some((conn, _)) = self.link(&peer) {
+                conn
+            } else {
+                let dialed = self.inner.transport.dial(peer, address).await;
+                if let Ok(mut d) = self.inner.dialing.lock() {
+                    d.remove(&peer);
+                }
+                self.add(dialed?, Some(address)).await?
+            }
+        };
         conn.send(frame).await
     }
 
@@ -202,8 +230,13 @@ impl<T: Transport + 'static, R: Runtime> Pool<T, R> {
         }
     }
 
-    /// Sends our address on a new link, registers it (replacing an older one to the same
-    /// peer) and starts reading it. `dialed`: the address we reached it at.
+    /// Sends our address on a new link, registers it and starts reading it; returns the link
+    /// to use. `dialed`: the address we reached it at.
+    ///
+    /// With a link to the peer already open, one of the two is closed, chosen so that both
+    /// sides choose the same when they dialed each other at once: the link dialed by the
+    /// lower `PeerId` stays. Two links dialed by the same side: the newer stays (the older
+    /// one is likely dead).
     async fn add(
         &self,
         conn: T::Connection,
@@ -235,22 +268,62 @@ impl<T: Transport + 'static, R: Runtime> Pool<T, R> {
                     "connection limit reached".into(),
                 ));
             }
+            let ours = dialed.is_some();
+            if let Some(old) = links.get(&peer) {
+                let lower_dials = self.inner.local < peer;
+                let keep_old = old.dialed != ours && old.dialed == lower_dials;
+                let loser = if keep_old {
+                    Arc::clone(&conn)
+                } else {
+                    Arc::clone(&old.conn)
+                };
+                // Closed after a grace period, read until then: frames the remote sent on it
+                // before it made the same choice still arrive.
+                let runtime = self.inner.runtime.clone();
+                self.inner.runtime.spawn(Box::pin(async move {
+                    runtime.sleep(LOSER_GRACE).await;
+                    let _ = loser.close().await;
+                }));
+                if keep_old {
+                    drop(links);
+                    self.spawn_reader(peer, Arc::clone(&conn), None, address);
+                    return self
+                        .link(&peer)
+                        .map(|(c, _)| c)
+                        .ok_or(TransportError::Closed);
+                }
+            }
             links.insert(
                 peer,
                 Link {
                     conn: Arc::clone(&conn),
+                    dialed: ours,
                     serial,
                     address: Arc::clone(&address),
                 },
             );
         }
-        let pool = self.clone();
-        let reader = Arc::clone(&conn);
-        self.inner.runtime.spawn(Box::pin(async move {
-            pool.read(peer, &reader, &address).await;
-            pool.forget(&peer, serial);
-        }));
+        self.spawn_reader(peer, Arc::clone(&conn), Some(serial), address);
         Ok(conn)
+    }
+
+    /// Reads `conn` until it fails or closes, then forgets it (if registered as `serial`) and
+    /// closes our side too (not left to `Drop`).
+    fn spawn_reader(
+        &self,
+        peer: PeerId,
+        conn: Arc<T::Connection>,
+        serial: Option<u64>,
+        address: Arc<Mutex<String>>,
+    ) {
+        let pool = self.clone();
+        self.inner.runtime.spawn(Box::pin(async move {
+            pool.read(peer, &conn, &address).await;
+            if let Some(serial) = serial {
+                pool.forget(&peer, serial);
+            }
+            let _ = conn.close().await;
+        }));
     }
 
     async fn read(&self, peer: PeerId, conn: &T::Connection, address: &Mutex<String>) {

@@ -19,7 +19,7 @@ type MemPool = Pool<MemoryTransport<TokioRuntime>, TokioRuntime>;
 
 fn pool(net: &Arc<MemoryNetwork<TokioRuntime>>, id: &Arc<Identity>, address: &str) -> MemPool {
     let t = net.transport(Arc::clone(id), address).unwrap();
-    let p = Pool::new(t, TokioRuntime::current(), address);
+    let p = Pool::new(t, TokioRuntime::current(), id.peer_id(), address);
     p.start_accepting();
     p
 }
@@ -113,4 +113,54 @@ async fn without_a_link_or_an_address_sending_fails_and_a_closed_link_is_rediall
     tokio::time::sleep(Duration::from_millis(50)).await;
     pa.send(bob.peer_id(), "mem:bob", f()).await.unwrap();
     assert_eq!(next(&mut bob_dht).await.payload, [7]);
+}
+
+#[tokio::test]
+async fn concurrent_sends_share_one_dial_and_crossed_dials_settle_on_one_link() {
+    let net = MemoryNetwork::new(TokioRuntime::current(), LinkConfig::default());
+    let (alice, bob) = (
+        Arc::new(Identity::generate()),
+        Arc::new(Identity::generate()),
+    );
+    let pa = pool(&net, &alice, "mem:alice");
+    let pb = pool(&net, &bob, "mem:bob");
+    let mut bob_dht = pb.subscribe(ProtocolId::DHT);
+    let mut alice_dht = pa.subscribe(ProtocolId::DHT);
+    let f = |n: u8| Frame::new(ProtocolId::DHT, vec![n]).unwrap();
+    // Ten sends at once to a peer without a link: one dial, all delivered.
+    let sends: Vec<_> = (0..10u8)
+        .map(|n| {
+            let pa = pa.clone();
+            let to = bob.peer_id();
+            tokio::spawn(async move { pa.send(to, "mem:bob", f(n)).await })
+        })
+        .collect();
+    for s in sends {
+        s.await.unwrap().unwrap();
+    }
+    let mut got: Vec<u8> = Vec::new();
+    for _ in 0..10 {
+        got.push(next(&mut bob_dht).await.payload[0]);
+    }
+    got.sort_unstable();
+    assert_eq!(got, (0..10).collect::<Vec<u8>>());
+    // Bob dials Alice too, as if both had dialled at once: each side keeps one link, the
+    // same one, and frames still flow both ways.
+    pb.close_all().await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (x, y) = tokio::join!(
+        pa.send(bob.peer_id(), "mem:bob", f(20)),
+        pb.send(alice.peer_id(), "mem:alice", f(21))
+    );
+    x.unwrap();
+    y.unwrap();
+    assert_eq!(next(&mut bob_dht).await.payload, [20]);
+    assert_eq!(next(&mut alice_dht).await.payload, [21]);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(pa.connected().len(), 1);
+    assert_eq!(pb.connected().len(), 1);
+    pa.send(bob.peer_id(), "", f(22)).await.unwrap();
+    pb.send(alice.peer_id(), "", f(23)).await.unwrap();
+    assert_eq!(next(&mut bob_dht).await.payload, [22]);
+    assert_eq!(next(&mut alice_dht).await.payload, [23]);
 }
