@@ -19,6 +19,7 @@ const WASM_CRATES: &[&str] = &[
     "mesh-store-indexeddb",
     "mesh-transport-webrtc",
     "mesh-dht",
+    "mesh-gossip",
 ];
 /// Browser test targets: (package, integration test name).
 const WASM_TESTS: &[(&str, &str)] = &[

@@ -356,26 +356,10 @@ impl<T: Transport + 'static, R: Runtime> Driver<T, R> {
                     let Ok(frame) = Frame::new(ProtocolId::DHT, bytes) else {
                         continue;
                     };
-                    let Ok(permit) = Arc::clone(&self.sends).try_acquire_owned() else {
-                        tracing::debug!(peer = %to, "DHT send dropped: too many in flight");
-                        continue;
-                    };
-                    let pool = self.pool.clone();
-                    let runtime = self.runtime.clone();
-                    self.runtime.spawn(Box::pin(async move {
-                        // A failed or abandoned send is a request that times out in the core.
-                        tokio::select! {
-                            r = pool.send(to, &address, frame) => {
-                                if let Err(e) = r {
-                                    tracing::debug!(peer = %to, error = %e, "DHT send failed");
-                                }
-                            }
-                            () = runtime.sleep(SEND_TIMEOUT) => {
-                                tracing::debug!(peer = %to, "DHT send timed out");
-                            }
-                        }
-                        drop(permit);
-                    }));
+                    // A dropped, failed or abandoned send is a request that times out in
+                    // the core.
+                    self.pool
+                        .spawn_send(&self.sends, to, address, frame, SEND_TIMEOUT);
                 }
                 Output::Event(Event::Found { id, outcome }) => {
                     if let Some(Waiter::Found(done)) = self.waiters.remove(&id) {

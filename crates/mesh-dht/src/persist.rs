@@ -3,11 +3,10 @@
 //!
 //! The node's schema must list [`TABLES`].
 
-use std::ops::Bound;
 use std::time::Duration;
 
 use mesh_crypto::{PeerId, UnixMillis};
-use mesh_platform::kv::{Batch, Direction, KeyRange, KvError, KvStore};
+use mesh_platform::kv::{Batch, KvError, KvStore, read_table};
 
 use crate::node::Dht;
 use crate::store::Change;
@@ -35,24 +34,6 @@ pub struct Loaded {
 }
 
 /// Every entry of `table`, a page at a time.
-async fn scan(store: &dyn KvStore, table: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>, KvError> {
-    let mut all = Vec::new();
-    let mut range = KeyRange::all();
-    loop {
-        let page = store
-            .range(table, range.clone(), Direction::Forward, PAGE)
-            .await?;
-        let full = page.len() == PAGE;
-        if let Some((last, _)) = page.last() {
-            range.start = Bound::Excluded(last.clone());
-        }
-        all.extend(page);
-        if !full {
-            return Ok(all);
-        }
-    }
-}
-
 /// Reads the records and contacts back into `dht`. Records are checked like a STORE (not rate
 /// limited); those that fail are deleted. Unreadable entries are deleted too.
 ///
@@ -66,7 +47,7 @@ pub async fn load(
 ) -> Result<Loaded, KvError> {
     let mut loaded = Loaded::default();
     let mut gone = Batch::new();
-    for (key, value) in scan(store, RECORDS_TABLE).await? {
+    for (key, value) in read_table(store, RECORDS_TABLE, PAGE).await? {
         let owner = value
             .get(1..33)
             .and_then(|b| <[u8; 32]>::try_from(b).ok())
@@ -84,7 +65,7 @@ pub async fn load(
             gone.delete(RECORDS_TABLE, key);
         }
     }
-    for (key, value) in scan(store, CONTACTS_TABLE).await? {
+    for (key, value) in read_table(store, CONTACTS_TABLE, PAGE).await? {
         let peer = <[u8; 32]>::try_from(key.as_slice())
             .ok()
             .and_then(|b| PeerId::from_bytes(b).ok());
@@ -169,7 +150,7 @@ pub async fn save_contacts(store: &dyn KvStore, dht: &Dht) -> Result<(), KvError
         value.extend_from_slice(c.address.as_bytes());
         current.insert(c.peer.as_bytes().to_vec(), value);
     }
-    for (key, value) in scan(store, CONTACTS_TABLE).await? {
+    for (key, value) in read_table(store, CONTACTS_TABLE, PAGE).await? {
         match current.get(&key) {
             Some(v) if *v == value => {
                 current.remove(&key);

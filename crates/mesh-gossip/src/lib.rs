@@ -9,11 +9,14 @@
 //! - [`node`]: the core: verifies before it keeps or forwards, pushes to a random sample of
 //!   neighbours, pulls from a random neighbour every minute and whenever a link comes up, and
 //!   answers digests within a per-digest budget and a per-peer byte rate.
+//! - [`driver`]: the async driver over a `mesh_transport::pool::Pool`, with the cache kept in a
+//!   `KvStore` and opentelemetry metrics.
 
 #![forbid(unsafe_code)]
 
 pub mod bloom;
 pub mod cache;
+pub mod driver;
 pub mod message;
 pub mod node;
 

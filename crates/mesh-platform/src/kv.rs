@@ -405,6 +405,34 @@ pub trait KvStore: MaybeSend + MaybeSync {
     }
 }
 
+/// Every entry of `table`, read a page of `page` entries at a time (each page from its own
+/// snapshot), in key order. For loading a table that fits in memory at start-up.
+///
+/// # Errors
+/// The store's [`KvError`].
+pub async fn read_table(
+    store: &dyn KvStore,
+    table: &str,
+    page: usize,
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>, KvError> {
+    let page = page.max(1);
+    let mut all = Vec::new();
+    let mut range = KeyRange::all();
+    loop {
+        let rows = store
+            .range(table, range.clone(), Direction::Forward, page)
+            .await?;
+        let full = rows.len() == page;
+        if let Some((last, _)) = rows.last() {
+            range.start = Bound::Excluded(last.clone());
+        }
+        all.extend(rows);
+        if !full {
+            return Ok(all);
+        }
+    }
+}
+
 // ------------------------------------------------------------------------------------------
 // What a backend implements.
 

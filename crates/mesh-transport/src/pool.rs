@@ -190,6 +190,40 @@ impl<T: Transport + 'static, R: Runtime> Pool<T, R> {
         conn.send(frame).await
     }
 
+    /// Sends in a task of its own, abandoned after `timeout`, holding one of `permits` while
+    /// it runs; with no permit free the frame is dropped and `false` returned. What protocol
+    /// drivers use, so that a peer that stops reading cannot make a node hold frames without
+    /// bound (their protocols treat a dropped frame as a lost one).
+    pub fn spawn_send(
+        &self,
+        permits: &Arc<tokio::sync::Semaphore>,
+        peer: PeerId,
+        address: String,
+        frame: Frame,
+        timeout: std::time::Duration,
+    ) -> bool {
+        let Ok(permit) = Arc::clone(permits).try_acquire_owned() else {
+            tracing::debug!(%peer, "send dropped: too many in flight");
+            return false;
+        };
+        let pool = self.clone();
+        let runtime = self.inner.runtime.clone();
+        self.inner.runtime.spawn(Box::pin(async move {
+            tokio::select! {
+                r = pool.send(peer, &address, frame) => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, error = %e, "send failed");
+                    }
+                }
+                () = runtime.sleep(timeout) => {
+                    tracing::debug!(%peer, "send timed out");
+                }
+            }
+            drop(permit);
+        }));
+        true
+    }
+
     /// Accepts incoming links until the transport fails (spawned on the runtime).
     pub fn start_accepting(&self) {
         let pool = self.clone();
