@@ -13,13 +13,10 @@
 //! own records first, and an honest peer below the flooders' usage is never evicted for them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::num::NonZeroU32;
 use std::time::Duration;
 
-use governor::clock::FakeRelativeClock;
-use governor::state::keyed::HashMapStateStore;
-use governor::{Quota, RateLimiter};
 use mesh_crypto::{PeerId, SIGNED_HEADER_LEN, UnixMillis};
+use mesh_platform::limit::KeyedLimiter;
 
 use crate::key::Key;
 use crate::record::{MAX_RECORD_LEN, Record, key_of, record_key_of_bytes};
@@ -156,13 +153,6 @@ pub struct StoreStats {
     pub expired: u64,
 }
 
-type Limiter = RateLimiter<
-    PeerId,
-    HashMapStateStore<PeerId>,
-    FakeRelativeClock,
-    governor::middleware::NoOpMiddleware<governor::nanos::Nanos>,
->;
-
 /// Records held by this node, with quotas, rate limits and fair LRU eviction.
 pub struct RecordStore {
     config: StoreConfig,
@@ -171,10 +161,8 @@ pub struct RecordStore {
     usage: BTreeMap<PeerId, Usage>,
     total: usize,
     tick: u64,
-    limiter: Limiter,
-    /// The limiter's clock, advanced to the monotonic time passed in.
-    clock: FakeRelativeClock,
-    clock_at: Duration,
+    /// STOREs per peer (governor), on the monotonic time passed in.
+    limiter: KeyedLimiter<PeerId>,
     stats: StoreStats,
     /// Keys changed since the last [`RecordStore::take_changes`], when tracking is on.
     dirty: Option<BTreeSet<Key>>,
@@ -203,18 +191,13 @@ fn claimed_key(bytes: &[u8]) -> Option<Key> {
 impl RecordStore {
     /// An empty store.
     pub fn new(config: StoreConfig) -> Self {
-        let clock = FakeRelativeClock::default();
-        let per_minute =
-            NonZeroU32::new(config.stores_per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
         Self {
             config,
             entries: HashMap::new(),
             usage: BTreeMap::new(),
             total: 0,
             tick: 0,
-            limiter: RateLimiter::hashmap_with_clock(Quota::per_minute(per_minute), clock.clone()),
-            clock,
-            clock_at: Duration::ZERO,
+            limiter: KeyedLimiter::per_minute(config.stores_per_minute),
             stats: StoreStats::default(),
             dirty: None,
         }
@@ -257,12 +240,7 @@ impl RecordStore {
     }
 
     fn advance(&mut self, monotonic: Duration) {
-        // Monotonic: a time before the last one leaves the clock where it is.
-        let step = monotonic.saturating_sub(self.clock_at);
-        if !step.is_zero() {
-            self.clock.advance(step);
-            self.clock_at = monotonic;
-        }
+        self.limiter.advance(monotonic);
     }
 
     /// Stores a record sent by `from`. `now` checks the validity window, `monotonic` drives the
@@ -294,7 +272,7 @@ impl RecordStore {
     ) -> Result<Key, Rejected> {
         self.check_size(bytes.len())?;
         self.advance(monotonic);
-        if self.limiter.check_key(&from).is_err() {
+        if !self.limiter.check(&from) {
             return Err(Rejected::RateLimited);
         }
         self.admit(from, bytes, now, monotonic)
@@ -491,8 +469,7 @@ impl RecordStore {
     /// Forgets rate-limiter state of peers idle for a minute or more (call periodically).
     pub fn reclaim_idle(&mut self, monotonic: Duration) {
         self.advance(monotonic);
-        self.limiter.retain_recent();
-        self.limiter.shrink_to_fit();
+        self.limiter.reclaim_idle();
     }
 
     /// Up to `max` unexpired records not stored or republished for `interval`, least

@@ -3,13 +3,10 @@
 //! bytes for peers and events come out of [`Gossip::poll_output`].
 
 use std::collections::{BTreeMap, VecDeque};
-use std::num::NonZeroU32;
 use std::time::Duration;
 
-use governor::clock::FakeRelativeClock;
-use governor::state::keyed::HashMapStateStore;
-use governor::{Quota, RateLimiter};
 use mesh_crypto::{PeerId, UnixMillis};
+use mesh_platform::limit::KeyedLimiter;
 
 use crate::bloom::{Bloom, FALSE_POSITIVE_RATE, FILTER_ITEMS};
 use crate::cache::{CacheConfig, Change, MessageCache};
@@ -158,18 +155,6 @@ pub struct GossipStats {
     pub evicted: u64,
 }
 
-type Limiter = RateLimiter<
-    PeerId,
-    HashMapStateStore<PeerId>,
-    FakeRelativeClock,
-    governor::middleware::NoOpMiddleware<governor::nanos::Nanos>,
->;
-
-fn limiter(per_minute: u32, clock: &FakeRelativeClock) -> Limiter {
-    let n = NonZeroU32::new(per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
-    RateLimiter::hashmap_with_clock(Quota::per_minute(n), clock.clone())
-}
-
 /// A gossip node.
 pub struct Gossip {
     local: PeerId,
@@ -182,11 +167,9 @@ pub struct Gossip {
     outbox: VecDeque<Output>,
     next_pull: Duration,
     clock: Duration,
-    limiter_clock: FakeRelativeClock,
-    limiter_at: Duration,
-    digests: Limiter,
+    digests: KeyedLimiter<PeerId>,
     /// In KiB.
-    responses: Limiter,
+    responses: KeyedLimiter<PeerId>,
     stats: GossipStats,
 }
 
@@ -204,7 +187,6 @@ impl Gossip {
     /// A node for `local`. `seed` drives its random choices (fanout samples, pull partners,
     /// digest seeds): give it fresh randomness, or a fixed value to replay a simulation.
     pub fn new(local: PeerId, config: GossipConfig, seed: u64) -> Self {
-        let clock = FakeRelativeClock::default();
         Self {
             local,
             config,
@@ -215,10 +197,8 @@ impl Gossip {
             outbox: VecDeque::new(),
             next_pull: config.pull_interval,
             clock: Duration::ZERO,
-            digests: limiter(config.digests_per_minute, &clock),
-            responses: limiter((config.response_bytes_per_minute / 1024).max(1), &clock),
-            limiter_clock: clock,
-            limiter_at: Duration::ZERO,
+            digests: KeyedLimiter::per_minute(config.digests_per_minute),
+            responses: KeyedLimiter::per_minute((config.response_bytes_per_minute / 1024).max(1)),
             stats: GossipStats::default(),
         }
     }
@@ -272,11 +252,8 @@ impl Gossip {
 
     fn advance(&mut self, monotonic: Duration) {
         self.clock = self.clock.max(monotonic);
-        let step = monotonic.saturating_sub(self.limiter_at);
-        if !step.is_zero() {
-            self.limiter_clock.advance(step);
-            self.limiter_at = monotonic;
-        }
+        self.digests.advance(monotonic);
+        self.responses.advance(monotonic);
     }
 
     /// Adds a neighbour (at most `max_neighbours`; more are ignored) and pulls from it at once:
@@ -464,7 +441,7 @@ impl Gossip {
     /// Answers a digest with the held messages of its partition the filter does not contain,
     /// within the per-digest budget and the peer's byte rate.
     fn on_digest(&mut self, from: PeerId, digest: &Digest) {
-        if self.digests.check_key(&from).is_err() {
+        if !self.digests.check(&from) {
             self.stats.digests_refused += 1;
             self.bad(from, "digest_rate");
             return;
@@ -489,9 +466,7 @@ impl Gossip {
             let kib = u32::try_from(total.div_ceil(1024))
                 .unwrap_or(u32::MAX)
                 .max(1);
-            let allowed = NonZeroU32::new(kib)
-                .is_some_and(|n| matches!(self.responses.check_key_n(&from, n), Ok(Ok(()))));
-            if allowed {
+            if self.responses.check_n(&from, kib) {
                 break;
             }
             let half = missing.len() / 2;
@@ -590,10 +565,8 @@ impl Gossip {
         self.cache.expire(now, monotonic);
         self.pulling
             .retain(|_, at| monotonic.saturating_sub(*at) <= PULL_WINDOW);
-        self.digests.retain_recent();
-        self.digests.shrink_to_fit();
-        self.responses.retain_recent();
-        self.responses.shrink_to_fit();
+        self.digests.reclaim_idle();
+        self.responses.reclaim_idle();
         self.pull_now(monotonic);
     }
 

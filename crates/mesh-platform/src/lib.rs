@@ -5,6 +5,7 @@
 //!   [`KvBackend`](kv::KvBackend) (SQLite, redb, IndexedDB, memory: crates under `backends/`).
 //! - [`runtime`]: the [`Runtime`](runtime::Runtime) seam (monotonic clock, wall clock, sleep,
 //!   spawn) with a tokio implementation (feature `tokio-runtime`) and a browser one (on wasm32).
+//! - [`limit`]: per-key rate limits (governor) on a hand-driven clock, for sans-IO cores.
 //! - [`invite`]: signed invites (NFC NDEF record, QR / link), verified on receipt.
 //! - [`keystore`]: the identity key at rest (Argon2id + XChaCha20-Poly1305 through a
 //!   `KvStore`), behind a `SecureStorage` trait that platform keystores implement.
@@ -18,6 +19,7 @@
 pub mod invite;
 pub mod keystore;
 pub mod kv;
+pub mod limit;
 #[cfg(all(feature = "pinning", not(target_arch = "wasm32")))]
 pub mod pinning;
 pub mod runtime;
