@@ -2,6 +2,8 @@
 
   check VECTORS.json   libsodium recomputes every committed vector byte for byte
   check-platform V.json  the same for invites, keystore secrets and pin sets
+  check-protocol V.json  rebuilds the DHT and gossip vectors (records, messages, Bloom
+                       digests, partitions, frames) from their inputs
   produce              libsodium makes fresh envelopes and records for the Rust side to open
                        (JSON on stdout; read by tests/tests/libsodium_interop.rs)
 """
@@ -154,6 +156,87 @@ def check_platform(path):
     print("libsodium (PyNaCl %s) checked %d mesh-platform vectors: all match" % (__import__("nacl").__version__, n))
 
 
+def signed(sk, pk, domain, created, expires, payload):
+    head = bytes([1]) + pk + struct.pack("<QQI", created, expires, len(payload)) + payload
+    return head + m.sign_digest(sk, m.domain_hash(domain, head))
+
+
+def bloom_size(n, rate):
+    import math
+    n = max(n, 1)
+    bits = math.ceil(-n * math.log(rate) / (math.log(2) ** 2))
+    bits = min(max(bits, 64), 1 << 20)
+    bits = (bits + 7) // 8 * 8
+    k = min(max(round(bits / n * math.log(2)), 1), 16)
+    return bits, k
+
+
+def bloom(ids, seed, bits, k):
+    out = bytearray(bits // 8)
+    for i in ids:
+        h = m.domain_hash("mesh/gossip-bloom/v1", struct.pack("<Q", seed), i)
+        h1 = struct.unpack("<Q", h[0:8])[0]
+        h2 = struct.unpack("<Q", h[8:16])[0] | 1
+        for j in range(k):
+            b = (h1 + j * h2) % (1 << 64) % bits
+            out[b // 8] |= 1 << (b % 8)
+    return bytes(out)
+
+
+def check_protocol(path):
+    v = json.load(open(path))
+    assert v["version"] == 1
+    n = 0
+    for r in v["dht_records"]:
+        pk, sk, _, _ = m.keypair(unhex(r["author_seed"]))
+        name, value = unhex(r["name"]), unhex(r["value"])
+        payload = bytes([1, len(name)]) + name + struct.pack("<Q", r["seq"]) + value
+        rec = signed(sk, pk, "mesh/dht-record/v1", r["created_at"], r["expires_at"], payload)
+        assert rec.hex() == r["record"], "DHT record rebuilt byte for byte"
+        assert m.domain_hash("mesh/dht-key/v1", pk, name).hex() == r["key"], "DHT record key"
+        n += 1
+    contact = m.keypair(bytes([0x52] * 32))[0]
+    addr = b"127.0.0.1:4000"
+    expected = [
+        bytes([1, 1]) + struct.pack("<Q", 1),
+        bytes([1, 3]) + struct.pack("<Q", 2) + bytes([0xAB] * 32),
+        bytes([1, 5]) + struct.pack("<Q", 3) + bytes([1]) + contact + bytes([len(addr)]) + addr,
+        bytes([1, 8]) + struct.pack("<Q", 4) + bytes([3]),
+    ]
+    assert [x["bytes"] for x in v["dht_messages"]] == [e.hex() for e in expected], "DHT messages"
+    n += len(expected)
+    for g in v["gossip_messages"]:
+        pk, sk, _, _ = m.keypair(unhex(g["author_seed"]))
+        topic, body = unhex(g["topic"]), unhex(g["body"])
+        msg = signed(sk, pk, "mesh/gossip/v1", g["created_at"], g["expires_at"],
+                     bytes([1, len(topic)]) + topic + body)
+        assert msg.hex() == g["message"], "gossip message rebuilt byte for byte"
+        assert m.domain_hash("mesh/gossip/v1", msg[:-64]).hex() == g["id"], "gossip message id"
+        n += 1
+    for b in v["blooms"]:
+        bits, k = bloom_size(b["items"], b["rate"])
+        assert (bits, k) == (b["m"], b["k"]), "Bloom sizing"
+        assert bloom([unhex(i) for i in b["ids"]], b["seed"], bits, k).hex() == b["filter"], "Bloom bits"
+        n += 1
+    for p in v["partitions"]:
+        top = int.from_bytes(unhex(p["id"])[0:2], "big")
+        want = 0 if p["bits"] == 0 else top >> (16 - p["bits"])
+        assert want == p["partition"], "partition"
+        n += 1
+    ids = [m.h256(bytes([i])) for i in range(20)]
+    bits, k = bloom_size(2, 0.01)
+    digest = (bytes([1, 2]) + struct.pack("<QBHBI", 9, 2, 1, k, bits) + bloom([ids[0]], 9, bits, k))
+    frames = {
+        "push": bytes([1, 1, 6, 0, 1, 2, 3]),
+        "digest": digest,
+        "messages": bytes([1, 3]) + struct.pack("<H", 2) + struct.pack("<I", 3) + bytes([7] * 3) + struct.pack("<I", 0),
+    }
+    for f in v["gossip_frames"]:
+        assert frames[f["kind"]].hex() == f["bytes"], f"gossip {f['kind']} frame"
+        n += 1
+    print(f"libsodium and Python rebuilt {n} DHT and gossip vectors")
+
+
 def produce():
     out = {"envelopes": [], "signed_records": [], "invalid_envelopes": []}
     sender_seed, recipient_seed = os.urandom(32), os.urandom(32)
@@ -185,6 +268,8 @@ if __name__ == "__main__":
         check(sys.argv[2])
     elif len(sys.argv) == 3 and sys.argv[1] == "check-platform":
         check_platform(sys.argv[2])
+    elif len(sys.argv) == 3 and sys.argv[1] == "check-protocol":
+        check_protocol(sys.argv[2])
     elif len(sys.argv) == 2 and sys.argv[1] == "produce":
         produce()
     else:

@@ -6,7 +6,8 @@
 //! - `interop`: libsodium (PyNaCl) against mesh-crypto, both directions.
 //! - `bench SUITE [--quick]`: a benchmark suite and its same-run baseline, with ratios.
 //! - `sim dht --nodes N [...]`: the DHT simulation at scale (release build), with its report.
-//! - `vectors`: regenerates the committed test vectors after an intentional format change.
+//! - `vectors`: regenerates the committed test vectors (crypto, platform, DHT and gossip) after
+//!   an intentional format change.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -30,7 +31,7 @@ const USAGE: &str =
   sim dht     the DHT in the deterministic simulator: --nodes N --lookups L --records R
               --churn PERCENT --loss PER_MILLE --settle SECS --seed S (release build; prints lookup success,
               hops, messages per lookup, records found after churn, memory per node)
-  vectors     regenerate the committed test vectors (crypto-v1.json, platform-v1.json)";
+  vectors     regenerate the committed test vectors (crypto, platform, DHT and gossip)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -84,6 +85,10 @@ fn main() -> ExitCode {
                         "mesh-tests",
                         "--test",
                         "crypto_vectors",
+                        "--test",
+                        "platform_vectors",
+                        "--test",
+                        "protocol_vectors",
                     ],
                     &[("MESH_BLESS_VECTORS", "1")],
                 )

@@ -583,6 +583,22 @@ impl Ci {
                 &[],
             )
         });
+        self.step_needing(
+            "interop: libsodium + Python rebuild DHT and gossip vectors",
+            &needs,
+            |c| {
+                let py = c.venv_python().to_string_lossy().into_owned();
+                c.run(
+                    &py,
+                    &[
+                        "interop/python/crypto_interop.py",
+                        "check-protocol",
+                        "crates/mesh-gossip/vectors/protocol-v1.json",
+                    ],
+                    &[],
+                )
+            },
+        );
         self.step_needing("interop: we open libsodium's envelopes", &needs, |c| {
             let py = c.venv_python().to_string_lossy().into_owned();
             c.cargo(
