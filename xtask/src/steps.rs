@@ -375,6 +375,26 @@ impl Ci {
                 &[],
             )
         });
+        // The README's first command, so that it keeps working (same features as the tests:
+        // nothing is built twice).
+        self.step_needing(
+            "run: README demo (local mesh over WebRTC)",
+            &[NATIVE_PACKAGES],
+            |c| {
+                c.cargo(
+                    &[
+                        "run",
+                        "--locked",
+                        "--all-features",
+                        "-p",
+                        "mesh-tests",
+                        "--example",
+                        "local-mesh",
+                    ],
+                    &[],
+                )
+            },
+        );
         self.step_needing("rustdoc", &[NATIVE_PACKAGES], |c| {
             c.cargo(
                 &[
