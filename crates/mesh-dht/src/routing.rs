@@ -214,10 +214,14 @@ impl RoutingTable {
         if contact.failures < MAX_FAILURES {
             return false;
         }
+        // Stale. Dropped only if a replacement can take its place: otherwise it stays,
+        // flagged (as Kademlia does), so that lost messages or our own link going down do not
+        // empty the table; stale contacts come last in `closest`.
+        let Some(replacement) = bucket.replacements.pop_back() else {
+            return false;
+        };
         bucket.entries.remove(pos);
-        if let Some(replacement) = bucket.replacements.pop_back() {
-            bucket.entries.push_back(replacement);
-        }
+        bucket.entries.push_back(replacement);
         true
     }
 
@@ -241,11 +245,11 @@ impl RoutingTable {
     /// Up to `n` contacts closest to `target`, closest first.
     pub fn closest(&self, target: &Key, n: usize) -> Vec<Contact> {
         // Each distance computed once; only the `n` closest sorted.
-        let mut all: Vec<(crate::key::Distance, &Contact)> = self
+        let mut all: Vec<((bool, crate::key::Distance), &Contact)> = self
             .buckets
             .iter()
             .flat_map(|b| &b.entries)
-            .map(|c| (c.key.distance(target), c))
+            .map(|c| ((c.failures >= MAX_FAILURES, c.key.distance(target)), c))
             .collect();
         if n == 0 {
             return Vec::new();
@@ -339,6 +343,26 @@ mod tests {
             "the waiting contact took the place"
         );
         assert_eq!(t.len(), K);
+    }
+
+    #[test]
+    fn a_stale_contact_without_a_replacement_stays_flagged_and_comes_last() {
+        let mut t = RoutingTable::new(peer(0));
+        let ps = peers_in_bucket(&t, 255, 3);
+        for p in &ps[..2] {
+            t.insert(Contact::new(*p, "a", Duration::ZERO));
+        }
+        for _ in 0..MAX_FAILURES + 2 {
+            assert!(!t.on_failure(&ps[0]), "no replacement: kept");
+        }
+        assert_eq!(t.len(), 2);
+        // Whatever the distance, the live contact is offered first.
+        for target in [Key::of_peer(&ps[0]), Key::of_peer(&ps[1])] {
+            assert_eq!(t.closest(&target, 2)[0].peer, ps[1]);
+        }
+        // An answer makes it live again.
+        t.insert(Contact::new(ps[0], "", Duration::from_secs(1)));
+        assert_eq!(t.closest(&Key::of_peer(&ps[0]), 1)[0].peer, ps[0]);
     }
 
     #[test]

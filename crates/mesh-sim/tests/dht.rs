@@ -58,13 +58,13 @@ fn lookups_survive_a_fifth_of_messages_lost() {
         |_| {},
     );
     println!("{report}");
-    // Measured (seed 2): 44 of 50, and 73-84% over 200 lookups with other settle times;
-    // losing the closest node after three lost exchanges, or a neighbour never learnt
-    // during a lossy join, are the misses. The bar is set below what was measured.
-    assert!(report.before.exact >= 35, "{}", report.before.exact);
-    assert!(report.after.exact >= 35, "{}", report.after.exact);
+    // Measured (seed 2): 49 and 47 of 50; over 200 lookups 92% and 86.5% (and 94% and 92.5%
+    // without the hour of maintenance). The misses are closest nodes whose three tries were
+    // all lost. The bar is set below what was measured.
+    assert!(report.before.exact >= 42, "{}", report.before.exact);
+    assert!(report.after.exact >= 40, "{}", report.after.exact);
     assert!(
-        report.records_put >= 4 && report.records_found >= 3,
+        report.records_put == 5 && report.records_found == 5,
         "{report:?}"
     );
 }
