@@ -12,10 +12,11 @@
 //! least recently used record of the peer that has the most stored: a peer that floods loses its
 //! own records first, and an honest peer below the flooders' usage is never evicted for them.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use mesh_crypto::{PeerId, SIGNED_HEADER_LEN, UnixMillis};
+use mesh_platform::kv::ChangeSet;
 use mesh_platform::limit::KeyedLimiter;
 
 use crate::key::Key;
@@ -165,7 +166,7 @@ pub struct RecordStore {
     limiter: KeyedLimiter<PeerId>,
     stats: StoreStats,
     /// Keys changed since the last [`RecordStore::take_changes`], when tracking is on.
-    dirty: Option<BTreeSet<Key>>,
+    dirty: ChangeSet<Key>,
 }
 
 impl std::fmt::Debug for RecordStore {
@@ -199,7 +200,7 @@ impl RecordStore {
             tick: 0,
             limiter: KeyedLimiter::per_minute(config.stores_per_minute),
             stats: StoreStats::default(),
-            dirty: None,
+            dirty: ChangeSet::default(),
         }
     }
 
@@ -207,15 +208,13 @@ impl RecordStore {
     /// (a simulated node has nothing to persist); the set holds at most one entry per key
     /// changed between two calls of `take_changes`.
     pub fn track_changes(&mut self) {
-        self.dirty.get_or_insert_with(BTreeSet::new);
+        self.dirty.enable();
     }
 
     /// What changed since the last call, in key order (empty unless tracking is on).
     pub fn take_changes(&mut self) -> Vec<Change> {
-        let Some(dirty) = self.dirty.as_mut() else {
-            return Vec::new();
-        };
-        std::mem::take(dirty)
+        self.dirty
+            .take()
             .into_iter()
             .map(|key| match self.entries.get(&key) {
                 Some(e) => Change::Put {
@@ -229,9 +228,7 @@ impl RecordStore {
     }
 
     fn mark(&mut self, key: Key) {
-        if let Some(d) = self.dirty.as_mut() {
-            d.insert(key);
-        }
+        self.dirty.mark(key);
     }
 
     /// Its limits.

@@ -2,10 +2,11 @@
 //! bytes and age (oldest received goes first), plus a bounded memory of ids seen, so a message
 //! evicted early is not taken for new when it comes round again.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use mesh_crypto::UnixMillis;
+use mesh_platform::kv::ChangeSet;
 
 use crate::message::MessageId;
 
@@ -70,7 +71,7 @@ pub struct MessageCache {
     next: u64,
     seen: VecDeque<MessageId>,
     seen_set: HashSet<MessageId>,
-    dirty: Option<BTreeSet<MessageId>>,
+    dirty: ChangeSet<MessageId>,
 }
 
 impl MessageCache {
@@ -84,21 +85,19 @@ impl MessageCache {
             next: 0,
             seen: VecDeque::new(),
             seen_set: HashSet::new(),
-            dirty: None,
+            dirty: ChangeSet::default(),
         }
     }
 
     /// Starts recording changes for [`MessageCache::take_changes`].
     pub fn track_changes(&mut self) {
-        self.dirty.get_or_insert_with(BTreeSet::new);
+        self.dirty.enable();
     }
 
     /// Changes since the last call.
     pub fn take_changes(&mut self) -> Vec<Change> {
-        let Some(dirty) = self.dirty.as_mut() else {
-            return Vec::new();
-        };
-        std::mem::take(dirty)
+        self.dirty
+            .take()
             .into_iter()
             .map(|id| match self.entries.get(&id) {
                 Some(e) => Change::Put {
@@ -111,9 +110,7 @@ impl MessageCache {
     }
 
     fn mark(&mut self, id: MessageId) {
-        if let Some(d) = self.dirty.as_mut() {
-            d.insert(id);
-        }
+        self.dirty.mark(id);
     }
 
     /// Whether `id` is held or was seen recently.

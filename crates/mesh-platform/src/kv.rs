@@ -405,6 +405,40 @@ pub trait KvStore: MaybeSend + MaybeSync {
     }
 }
 
+/// The keys a sans-IO core changed since a driver last persisted them. Off until
+/// [`ChangeSet::enable`] (a simulated core has nothing to persist); while on, it holds each
+/// changed key once, however often it changed.
+#[derive(Debug, Clone)]
+pub struct ChangeSet<K: Ord>(Option<std::collections::BTreeSet<K>>);
+
+impl<K: Ord> Default for ChangeSet<K> {
+    fn default() -> Self {
+        Self(None)
+    }
+}
+
+impl<K: Ord> ChangeSet<K> {
+    /// Starts recording.
+    pub fn enable(&mut self) {
+        self.0.get_or_insert_with(std::collections::BTreeSet::new);
+    }
+
+    /// Records that `key` changed (nothing while off).
+    pub fn mark(&mut self, key: K) {
+        if let Some(set) = self.0.as_mut() {
+            set.insert(key);
+        }
+    }
+
+    /// The keys changed since the last call, in key order (empty while off).
+    pub fn take(&mut self) -> Vec<K> {
+        self.0
+            .as_mut()
+            .map(|set| std::mem::take(set).into_iter().collect())
+            .unwrap_or_default()
+    }
+}
+
 /// Every entry of `table`, read a page of `page` entries at a time (each page from its own
 /// snapshot), in key order. For loading a table that fits in memory at start-up.
 ///
