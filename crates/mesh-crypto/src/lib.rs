@@ -48,3 +48,9 @@ pub use signed::{
     SignedPayload,
 };
 pub use time::UnixMillis;
+
+/// Fills `buf` from the operating system's secure random source (the browser's
+/// `crypto.getRandomValues` on wasm32), for seeds and nonces outside the constructions above.
+pub fn random_fill(buf: &mut [u8]) {
+    dryoc::rng::copy_randombytes(buf);
+}

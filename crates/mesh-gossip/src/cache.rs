@@ -55,6 +55,8 @@ pub enum Change {
         id: MessageId,
         /// The signed message.
         message: Vec<u8>,
+        /// When it arrived (monotonic), which its age limit counts from.
+        received: Duration,
     },
     /// No longer held.
     Removed(MessageId),
@@ -103,6 +105,7 @@ impl MessageCache {
                 Some(e) => Change::Put {
                     id,
                     message: e.bytes.clone(),
+                    received: e.received,
                 },
                 None => Change::Removed(id),
             })
@@ -126,6 +129,15 @@ impl MessageCache {
     /// The message `id`, if held.
     pub fn get(&self, id: &MessageId) -> Option<&[u8]> {
         self.entries.get(id).map(|e| e.bytes.as_slice())
+    }
+
+    /// The message `id`, if held and not expired at `now` (expiry runs only every pull
+    /// interval; what is served must be valid when it leaves).
+    pub fn get_live(&self, id: &MessageId, now: UnixMillis) -> Option<&[u8]> {
+        self.entries
+            .get(id)
+            .filter(|e| e.expires_at > now)
+            .map(|e| e.bytes.as_slice())
     }
 
     /// Ids held, in no particular order.

@@ -24,7 +24,8 @@ use crate::cache::Change;
 use crate::message::MessageId;
 use crate::node::{Event, Gossip, GossipConfig, GossipStats, Output, PublishError};
 
-/// The message cache: `id [32] -> version u8 = 1 | signed message`.
+/// The message cache: `id [32] -> version u8 = 1 | received_at u64 LE (Unix ms) | signed
+/// message`.
 pub const MESSAGES_TABLE: &str = "gossip/messages";
 /// The tables the gossip driver writes, for the node's `Schema`.
 pub const TABLES: [&str; 1] = [MESSAGES_TABLE];
@@ -32,8 +33,12 @@ pub const TABLES: [&str; 1] = [MESSAGES_TABLE];
 pub const LAYOUT_VERSION: u8 = 1;
 /// Commands waiting at most.
 pub const COMMAND_QUEUE: usize = 256;
-/// New messages waiting for the application at most.
+/// New messages waiting in the channel to the application at most.
 pub const DELIVERY_QUEUE: usize = 1024;
+/// New messages held back while that channel is full, at most; beyond, the oldest are
+/// dropped and counted (`mesh.gossip.deliveries.dropped`). The driver never waits on the
+/// application, so a slow reader cannot stall gossip, or the links it shares with the DHT.
+pub const DELIVERY_BACKLOG: usize = 4096;
 /// Sends in flight at most (more are dropped: gossip heals by pull).
 pub const MAX_SENDS_IN_FLIGHT: usize = 256;
 /// How long one send may take.
@@ -163,7 +168,8 @@ impl GossipHandle {
 /// `mesh.gossip.messages` (by `path`: push, pull), `mesh.gossip.duplicates`,
 /// `mesh.gossip.bad_input` (by `reason`: `frame`, `message`, `digest_rate`, `unsolicited`),
 /// `mesh.gossip.digests.sent`, `mesh.gossip.digests.refused`, `mesh.gossip.response.bytes`
-/// (by `direction`: sent, received), `mesh.gossip.cache.messages`, `mesh.gossip.cache.bytes`.
+/// (by `direction`: sent, received), `mesh.gossip.cache.messages`, `mesh.gossip.cache.bytes`,
+/// `mesh.gossip.deliveries.dropped`.
 #[derive(Debug, Clone)]
 pub struct GossipMetrics {
     messages: Counter<u64>,
@@ -174,6 +180,7 @@ pub struct GossipMetrics {
     response_bytes: Counter<u64>,
     cache_messages: UpDownCounter<i64>,
     cache_bytes: UpDownCounter<i64>,
+    deliveries_dropped: Counter<u64>,
 }
 
 impl GossipMetrics {
@@ -208,13 +215,16 @@ impl GossipMetrics {
                 .i64_up_down_counter("mesh.gossip.cache.bytes")
                 .with_unit("By")
                 .build(),
+            deliveries_dropped: meter
+                .u64_counter("mesh.gossip.deliveries.dropped")
+                .with_description("New messages dropped because the application did not read")
+                .build(),
         }
     }
 
     fn report(&self, before: &(GossipStats, usize, usize), after: &(GossipStats, usize, usize)) {
         let (b, a) = (&before.0, &after.0);
-        let new_push =
-            (a.pushes_received - a.duplicates).saturating_sub(b.pushes_received - b.duplicates);
+        let new_push = a.pushed - b.pushed;
         let pulled = a.pulled - b.pulled;
         if new_push > 0 {
             self.messages
@@ -248,7 +258,8 @@ impl GossipMetrics {
 pub struct DriverOptions {
     /// The core's settings.
     pub config: GossipConfig,
-    /// Seed of the core's random choices (give it fresh randomness).
+    /// Seed of the core's random choices; 0 (the default) draws one from the operating
+    /// system, which is what a real node wants (a fixed seed replays a run).
     pub seed: u64,
     /// Where the cache is kept (`None`: memory only).
     pub store: Option<Arc<dyn KvStore>>,
@@ -279,10 +290,13 @@ pub async fn load(
     let mut back = 0;
     let mut gone = Batch::new();
     for (key, value) in read_table(store, MESSAGES_TABLE, PAGE).await? {
-        let ok = match value.split_first() {
-            Some((&LAYOUT_VERSION, message)) => gossip
-                .restore(message.to_vec(), now, monotonic)
-                .is_ok_and(|id| id.0.as_slice() == key.as_slice()),
+        let ok = match (value.first(), value.get(1..9), value.get(9..)) {
+            (Some(&LAYOUT_VERSION), Some(at), Some(message)) => {
+                let at = u64::from_le_bytes(at.try_into().unwrap_or([0; 8]));
+                gossip
+                    .restore(message.to_vec(), UnixMillis(at), now, monotonic)
+                    .is_ok_and(|id| id.0.as_slice() == key.as_slice())
+            }
             _ => false,
         };
         if ok {
@@ -291,25 +305,44 @@ pub async fn load(
             gone.delete(MESSAGES_TABLE, key);
         }
     }
-    gossip.take_changes();
+    // Restored rows are stored already; rows the cache evicted while filling up are not
+    // wanted any more.
+    for change in gossip.take_changes() {
+        if let Change::Removed(id) = change {
+            gone.delete(MESSAGES_TABLE, id.0.to_vec());
+        }
+    }
     if !gone.is_empty() {
         store.apply(gone).await?;
     }
     Ok(back)
 }
 
-/// Writes cache changes in batches of at most 1,000 (each atomic).
+/// Writes cache changes in batches of at most 1,000 (each atomic). `now` and `monotonic` are
+/// the same instant on both clocks (arrival times are stored as Unix time).
 ///
 /// # Errors
 /// The store's [`KvError`].
-pub async fn save_changes(store: &dyn KvStore, changes: &[Change]) -> Result<(), KvError> {
+pub async fn save_changes(
+    store: &dyn KvStore,
+    changes: &[Change],
+    now: UnixMillis,
+    monotonic: Duration,
+) -> Result<(), KvError> {
     for chunk in changes.chunks(1000) {
         let mut batch = Batch::new();
         for c in chunk {
             match c {
-                Change::Put { id, message } => {
-                    let mut v = Vec::with_capacity(1 + message.len());
+                Change::Put {
+                    id,
+                    message,
+                    received,
+                } => {
+                    let age = u64::try_from(monotonic.saturating_sub(*received).as_millis())
+                        .unwrap_or(u64::MAX);
+                    let mut v = Vec::with_capacity(9 + message.len());
                     v.push(LAYOUT_VERSION);
+                    v.extend_from_slice(&now.0.saturating_sub(age).to_le_bytes());
                     v.extend_from_slice(message);
                     batch.put(MESSAGES_TABLE, id.0.to_vec(), v);
                 }
@@ -338,7 +371,14 @@ where
     T: Transport + 'static,
     R: Runtime,
 {
-    let mut gossip = Gossip::new(local, options.config, options.seed);
+    let seed = if options.seed == 0 {
+        let mut b = [0u8; 8];
+        mesh_crypto::random_fill(&mut b);
+        u64::from_le_bytes(b)
+    } else {
+        options.seed
+    };
+    let mut gossip = Gossip::new(local, options.config, seed);
     if let Some(store) = &options.store {
         gossip.track_changes();
         let n = load(
@@ -365,6 +405,7 @@ where
         metrics: options.metrics,
         reported,
         deliver,
+        backlog: std::collections::VecDeque::new(),
         sends: Arc::new(tokio::sync::Semaphore::new(MAX_SENDS_IN_FLIGHT)),
         unsaved: Vec::new(),
     };
@@ -380,6 +421,8 @@ struct Driver<T: Transport, R: Runtime> {
     metrics: Option<GossipMetrics>,
     reported: (GossipStats, usize, usize),
     deliver: mpsc::Sender<Delivered>,
+    /// New messages waiting for room in `deliver` (bounded by `DELIVERY_BACKLOG`).
+    backlog: std::collections::VecDeque<Delivered>,
     sends: Arc<tokio::sync::Semaphore>,
     unsaved: Vec<Change>,
 }
@@ -394,7 +437,17 @@ impl<T: Transport + 'static, R: Runtime> Driver<T, R> {
             self.flush().await;
             let (unix, now) = (self.runtime.unix_time(), self.runtime.monotonic());
             let next = self.gossip.next_deadline().min(now + MAX_SLEEP);
+            let deliver = self.deliver.clone();
+            let waiting = !self.backlog.is_empty();
             tokio::select! {
+                permit = deliver.reserve(), if waiting => {
+                    match (permit, self.backlog.pop_front()) {
+                        (Ok(permit), Some(d)) => permit.send(d),
+                        // The application dropped its receiver: nobody reads any more.
+                        (Err(_), _) => self.backlog.clear(),
+                        (Ok(_), None) => {}
+                    }
+                }
                 command = commands.recv() => {
                     let Some(command) = command else { return };
                     match command {
@@ -452,8 +505,19 @@ impl<T: Transport + 'static, R: Runtime> Driver<T, R> {
                         topic,
                         body,
                     };
-                    // Backpressure: a full queue waits for the application.
-                    let _ = self.deliver.send(d).await;
+                    match self.deliver.try_send(d) {
+                        Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+                        Err(mpsc::error::TrySendError::Full(d)) => {
+                            if self.backlog.len() >= DELIVERY_BACKLOG {
+                                self.backlog.pop_front();
+                                if let Some(m) = &self.metrics {
+                                    m.deliveries_dropped.add(1, &[]);
+                                }
+                                tracing::warn!("gossip delivery backlog full: oldest dropped");
+                            }
+                            self.backlog.push_back(d);
+                        }
+                    }
                 }
                 Output::Event(Event::BadInput { from, reason }) => {
                     tracing::debug!(peer = %from, reason, "bad gossip input");
@@ -475,7 +539,8 @@ impl<T: Transport + 'static, R: Runtime> Driver<T, R> {
         if let Some(store) = &self.store {
             let mut changes = std::mem::take(&mut self.unsaved);
             changes.extend(self.gossip.take_changes());
-            if let Err(e) = save_changes(store.as_ref(), &changes).await {
+            let (unix, now) = (self.runtime.unix_time(), self.runtime.monotonic());
+            if let Err(e) = save_changes(store.as_ref(), &changes, unix, now).await {
                 tracing::warn!(error = %e, "saving the gossip cache failed");
                 self.unsaved = changes;
             }

@@ -38,7 +38,9 @@ pub struct GossipPayload {
 
 impl SignedPayload for GossipPayload {
     const DOMAIN: &'static str = "mesh/gossip/v1";
-    const MAX_LEN: usize = MAX_MESSAGE_LEN;
+    // The whole signed message is at most MAX_MESSAGE_LEN: the payload gets what the
+    // envelope leaves.
+    const MAX_LEN: usize = MAX_MESSAGE_LEN - SIGNED_HEADER_LEN - SIGNATURE_LEN;
 
     /// `version u8 = 1 | topic_len u8 | topic | body` (the body runs to the end).
     fn encode(&self, out: &mut Vec<u8>) {

@@ -137,6 +137,8 @@ pub struct GossipStats {
     pub duplicates: u64,
     /// Messages received by pull that were new.
     pub pulled: u64,
+    /// Messages received by push that were new.
+    pub pushed: u64,
     /// PUSH frames sent.
     pub pushes_sent: u64,
     /// DIGEST frames sent.
@@ -362,7 +364,7 @@ impl Gossip {
                 self.stats.pushes_received += 1;
                 self.on_push(from, ttl, hops, message, now, monotonic);
             }
-            Ok(Frame::Digest(d)) => self.on_digest(from, &d),
+            Ok(Frame::Digest(d)) => self.on_digest(from, &d, now),
             Ok(Frame::Messages(list)) => {
                 let fresh = self
                     .pulling
@@ -404,6 +406,8 @@ impl Gossip {
         };
         if pulled {
             self.stats.pulled += 1;
+        } else {
+            self.stats.pushed += 1;
         }
         self.stats.evicted +=
             self.cache
@@ -440,7 +444,7 @@ impl Gossip {
 
     /// Answers a digest with the held messages of its partition the filter does not contain,
     /// within the per-digest budget and the peer's byte rate.
-    fn on_digest(&mut self, from: PeerId, digest: &Digest) {
+    fn on_digest(&mut self, from: PeerId, digest: &Digest, now: UnixMillis) {
         if !self.digests.check(&from) {
             self.stats.digests_refused += 1;
             self.bad(from, "digest_rate");
@@ -452,7 +456,7 @@ impl Gossip {
             if !digest.covers(id) || digest.filter.contains(id, digest.seed) {
                 continue;
             }
-            let Some(m) = self.cache.get(id) else {
+            let Some(m) = self.cache.get_live(id, now) else {
                 continue;
             };
             if total + m.len() > RESPONSE_BUDGET {
@@ -526,8 +530,7 @@ impl Gossip {
             .map(|(p, in_part)| {
                 // Sized for what the partition holds (at most `filter_items`): a node that
                 // holds little sends little.
-                let mut filter =
-                    Bloom::for_items(in_part.len().min(per), self.config.false_positive_rate);
+                let mut filter = Bloom::for_items(in_part.len(), self.config.false_positive_rate);
                 for id in in_part {
                     filter.insert(id, seed);
                 }
@@ -570,21 +573,28 @@ impl Gossip {
         self.pull_now(monotonic);
     }
 
-    /// Puts back a message read from storage (verified again; not announced as new).
+    /// Puts back a message read from storage (verified again; not announced as new) that
+    /// first arrived at `received_at`, so its age limit keeps counting from then.
     ///
     /// # Errors
     /// [`PublishError::Invalid`] if it no longer verifies (expired while the node was down).
     pub fn restore(
         &mut self,
         message: Vec<u8>,
+        received_at: UnixMillis,
         now: UnixMillis,
         monotonic: Duration,
     ) -> Result<MessageId, PublishError> {
         let verified = GossipMessage::decode(&message, now)
             .map_err(|e| PublishError::Invalid(e.to_string()))?;
         let id = MessageId(verified.id().0);
-        self.cache
-            .insert(id, message, verified.expires_at(), monotonic);
+        let age = Duration::from_millis(now.0.saturating_sub(received_at.0));
+        self.cache.insert(
+            id,
+            message,
+            verified.expires_at(),
+            monotonic.saturating_sub(age),
+        );
         Ok(id)
     }
 }

@@ -299,3 +299,110 @@ fn a_large_cache_is_described_by_partitioned_digests() {
         assert!(d.filter.contains(id, 5));
     }
 }
+
+#[test]
+fn review_fixes_hold() {
+    use mesh_gossip::message::MAX_MESSAGE_LEN;
+    // The whole signed message fits the limit receivers enforce; a payload that would not
+    // is refused when signing.
+    let too_big = GossipMessage::sign(
+        &identity(2),
+        GossipPayload {
+            topic: vec![],
+            body: vec![0; MAX_MESSAGE_LEN],
+        },
+        NOW,
+        UnixMillis(NOW.0 + 1000),
+    );
+    assert!(too_big.is_err());
+    let (mut g, peers) = node(3, GossipConfig::default());
+    let biggest = GossipMessage::sign(
+        &identity(2),
+        GossipPayload {
+            topic: vec![],
+            body: vec![0; MAX_MESSAGE_LEN - 53 - 64 - 2],
+        },
+        NOW,
+        UnixMillis(NOW.0 + 1000),
+    )
+    .unwrap()
+    .into_bytes();
+    assert_eq!(biggest.len(), MAX_MESSAGE_LEN);
+    g.handle_message(peers[0], &push(2, &biggest), NOW, Duration::ZERO);
+    assert_eq!(g.cache().len(), 1);
+    assert_eq!(
+        g.stats().pushed,
+        1,
+        "a new message by push is counted as such"
+    );
+
+    // An expired message is not served, even before the sweep drops it.
+    let (mut g, peers) = node(2, GossipConfig::default());
+    let short = GossipMessage::sign(
+        &identity(2),
+        GossipPayload {
+            topic: vec![],
+            body: b"soon gone".to_vec(),
+        },
+        NOW,
+        UnixMillis(NOW.0 + 10),
+    )
+    .unwrap()
+    .into_bytes();
+    g.publish(short, NOW, Duration::ZERO).unwrap();
+    drain(&mut g);
+    let empty = Frame::Digest(Digest {
+        seed: 1,
+        partition_bits: 0,
+        partition: 0,
+        filter: Bloom::for_items(1, 0.01),
+    })
+    .encode();
+    g.handle_message(
+        peers[0],
+        &empty,
+        UnixMillis(NOW.0 + 10),
+        Duration::from_secs(1),
+    );
+    assert!(drain(&mut g).0.is_empty());
+
+    // A restored message keeps its age: one that arrived a day ago goes at the next sweep.
+    let (mut g, _) = node(1, GossipConfig::default());
+    let day = 24 * 3_600_000;
+    let long = GossipMessage::sign(
+        &identity(2),
+        GossipPayload {
+            topic: vec![],
+            body: b"old".to_vec(),
+        },
+        NOW,
+        UnixMillis(NOW.0 + 10 * day),
+    )
+    .unwrap()
+    .into_bytes();
+    let later = UnixMillis(NOW.0 + day + 1);
+    g.restore(long, NOW, later, Duration::from_secs(100_000))
+        .unwrap();
+    assert_eq!(g.cache().len(), 1);
+    g.tick(later, Duration::from_secs(100_000));
+    assert!(g.cache().is_empty());
+}
+
+#[test]
+fn each_digest_filter_is_sized_for_the_ids_it_holds() {
+    let config = GossipConfig {
+        filter_items: 10,
+        ..GossipConfig::default()
+    };
+    let (mut g, _) = node(1, config);
+    for i in 0..1000u32 {
+        g.publish(message(&identity(2), &i.to_le_bytes()), NOW, Duration::ZERO)
+            .unwrap();
+    }
+    // At most 64 partitions: about 16 ids each, more than `filter_items`; the filters grow
+    // with them rather than filling up.
+    for d in g.digests_of_cache(3) {
+        let held = g.cache().ids().filter(|id| d.covers(id)).count();
+        assert!(d.filter.bits() >= Bloom::for_items(held, 0.01).bits());
+    }
+}

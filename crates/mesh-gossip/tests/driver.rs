@@ -210,3 +210,35 @@ async fn hostile_frames_are_refused_and_counted() {
     );
     assert_eq!(status.messages, 0);
 }
+
+#[tokio::test]
+async fn an_application_that_does_not_read_does_not_stall_the_node() {
+    let net = MemoryNetwork::new(TokioRuntime::current(), LinkConfig::default());
+    let ids: Vec<Arc<Identity>> = (0..2).map(|_| Arc::new(Identity::generate())).collect();
+    let (a, _a_rx) = node(&net, &ids[0], "mem:a", None, None).await;
+    // B's application never reads its channel.
+    let (b, b_rx) = node(&net, &ids[1], "mem:b", None, None).await;
+    link((&a, &ids[0], "mem:a"), (&b, &ids[1], "mem:b")).await;
+    let author = Identity::generate();
+    let n = mesh_gossip::driver::DELIVERY_QUEUE + 200;
+    for i in 0..n {
+        a.publish(message(&author, format!("m{i}").as_bytes()))
+            .await
+            .unwrap();
+    }
+    // B keeps taking frames and answering commands with its channel full.
+    let mut held = 0;
+    for _ in 0..100 {
+        held = timeout(Duration::from_secs(5), b.status())
+            .await
+            .expect("B answers while its application sleeps")
+            .unwrap()
+            .messages;
+        if held == n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(held, n);
+    drop(b_rx);
+}

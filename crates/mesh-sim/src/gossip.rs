@@ -218,10 +218,12 @@ pub fn resync(held: usize, missing: usize) -> Resync {
             missing_bytes += m.len() as u64 + 4;
         }
         if k < held {
-            sim.with(0, |g, now| g.restore(m.clone(), now.unix, now.monotonic))
-                .ok();
+            sim.with(0, |g, now| {
+                g.restore(m.clone(), now.unix, now.unix, now.monotonic)
+            })
+            .ok();
         }
-        sim.with(1, |g, now| g.restore(m, now.unix, now.monotonic))
+        sim.with(1, |g, now| g.restore(m, now.unix, now.unix, now.monotonic))
             .ok();
     }
     // The link comes up: the returning peer (0) pulls from the other.
