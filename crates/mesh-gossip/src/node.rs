@@ -27,6 +27,9 @@ pub const MAX_NEIGHBOURS: usize = 64;
 pub const DIGESTS_PER_MINUTE: u32 = 128;
 /// Bytes of messages sent per peer and minute in answer to its digests: 8 MiB.
 pub const RESPONSE_BYTES_PER_MINUTE: u32 = 8 * 1024 * 1024;
+/// New messages accepted by push from one peer per minute (20 a second): above, a peer's
+/// pushes are refused before their signature is checked. Duplicates do not count.
+pub const PUSHES_PER_MINUTE: u32 = 1200;
 /// Bytes of messages sent in answer to one digest at most: 4 MiB.
 pub const RESPONSE_BUDGET: usize = 4 * 1024 * 1024;
 /// How long after sending a digest its answers are accepted.
@@ -55,6 +58,8 @@ pub struct GossipConfig {
     pub digests_per_minute: u32,
     /// Response bytes per peer and minute.
     pub response_bytes_per_minute: u32,
+    /// New pushed messages accepted per peer and minute.
+    pub pushes_per_minute: u32,
 }
 
 impl Default for GossipConfig {
@@ -69,6 +74,7 @@ impl Default for GossipConfig {
             max_neighbours: MAX_NEIGHBOURS,
             digests_per_minute: DIGESTS_PER_MINUTE,
             response_bytes_per_minute: RESPONSE_BYTES_PER_MINUTE,
+            pushes_per_minute: PUSHES_PER_MINUTE,
         }
     }
 }
@@ -172,6 +178,7 @@ pub struct Gossip {
     digests: KeyedLimiter<PeerId>,
     /// In KiB.
     responses: KeyedLimiter<PeerId>,
+    pushes: KeyedLimiter<PeerId>,
     stats: GossipStats,
 }
 
@@ -201,6 +208,7 @@ impl Gossip {
             clock: Duration::ZERO,
             digests: KeyedLimiter::per_minute(config.digests_per_minute),
             responses: KeyedLimiter::per_minute((config.response_bytes_per_minute / 1024).max(1)),
+            pushes: KeyedLimiter::per_minute(config.pushes_per_minute),
             stats: GossipStats::default(),
         }
     }
@@ -256,6 +264,7 @@ impl Gossip {
         self.clock = self.clock.max(monotonic);
         self.digests.advance(monotonic);
         self.responses.advance(monotonic);
+        self.pushes.advance(monotonic);
     }
 
     /// Adds a neighbour (at most `max_neighbours`; more are ignored) and pulls from it at once:
@@ -433,6 +442,13 @@ impl Gossip {
         monotonic: Duration,
     ) {
         let hops = hops.saturating_add(1);
+        // New messages cost a signature check and a place in the cache: a peer gets a rate
+        // of them (duplicates are cheap and free).
+        if message_id(&message).is_some_and(|id| !self.cache.seen(&id)) && !self.pushes.check(&from)
+        {
+            self.bad(from, "push_rate");
+            return;
+        }
         let Some(verified) = self.accept(from, message, hops, false, now, monotonic) else {
             return;
         };
@@ -570,6 +586,7 @@ impl Gossip {
             .retain(|_, at| monotonic.saturating_sub(*at) <= PULL_WINDOW);
         self.digests.reclaim_idle();
         self.responses.reclaim_idle();
+        self.pushes.reclaim_idle();
         self.pull_now(monotonic);
     }
 

@@ -406,3 +406,53 @@ fn each_digest_filter_is_sized_for_the_ids_it_holds() {
         assert!(d.filter.bits() >= Bloom::for_items(held, 0.01).bits());
     }
 }
+
+#[test]
+fn a_peer_pushing_new_messages_faster_than_its_rate_is_refused() {
+    let config = GossipConfig {
+        pushes_per_minute: 5,
+        ..GossipConfig::default()
+    };
+    let (mut g, peers) = node(3, config);
+    for i in 0..8u8 {
+        let m = message(&identity(2), &[i]);
+        g.handle_message(peers[0], &push(2, &m), NOW, Duration::from_secs(1));
+    }
+    assert_eq!(g.cache().len(), 5);
+    let (_, events) = drain(&mut g);
+    let refused = events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Event::BadInput {
+                    reason: "push_rate",
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(refused, 3);
+    // Another peer has its own rate; duplicates are free.
+    g.handle_message(
+        peers[1],
+        &push(2, &message(&identity(2), &[0])),
+        NOW,
+        Duration::from_secs(1),
+    );
+    g.handle_message(
+        peers[1],
+        &push(2, &message(&identity(2), &[100])),
+        NOW,
+        Duration::from_secs(1),
+    );
+    assert_eq!(g.cache().len(), 6);
+    // A minute later the first peer may push again.
+    g.handle_message(
+        peers[0],
+        &push(2, &message(&identity(2), &[101])),
+        NOW,
+        Duration::from_secs(61),
+    );
+    assert_eq!(g.cache().len(), 7);
+}
