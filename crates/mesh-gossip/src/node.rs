@@ -101,7 +101,8 @@ pub enum Event {
     BadInput {
         /// Who.
         from: PeerId,
-        /// Why, for metrics: `frame`, `message`, `digest_rate`, `unsolicited`.
+        /// Why, for metrics: `frame`, `message`, `digest_rate`, `push_rate`, `unsolicited`,
+        /// `over_budget`.
         reason: &'static str,
     },
 }
@@ -170,7 +171,9 @@ pub struct Gossip {
     cache: MessageCache,
     neighbours: BTreeMap<PeerId, String>,
     /// Peers we sent digests to, and when: only they may answer with MESSAGES.
-    pulling: BTreeMap<PeerId, Duration>,
+    /// With when we asked and how many answer bytes we still take from them: what an
+    /// honest answerer may send ([`RESPONSE_BUDGET`] per digest).
+    pulling: BTreeMap<PeerId, (Duration, usize)>,
     rng: u64,
     outbox: VecDeque<Output>,
     next_pull: Duration,
@@ -375,14 +378,20 @@ impl Gossip {
             }
             Ok(Frame::Digest(d)) => self.on_digest(from, &d, now),
             Ok(Frame::Messages(list)) => {
-                let fresh = self
-                    .pulling
-                    .get(&from)
-                    .is_some_and(|at| monotonic.saturating_sub(*at) <= PULL_WINDOW);
-                if !fresh {
+                let Some((at, left)) = self.pulling.get_mut(&from) else {
+                    self.bad(from, "unsolicited");
+                    return;
+                };
+                if monotonic.saturating_sub(*at) > PULL_WINDOW {
                     self.bad(from, "unsolicited");
                     return;
                 }
+                // More than our digests allow an honest peer to answer: refused unread.
+                let Some(rest) = left.checked_sub(bytes.len()) else {
+                    self.bad(from, "over_budget");
+                    return;
+                };
+                *left = rest;
                 self.stats.response_bytes_received += bytes.len() as u64;
                 for m in list {
                     self.accept(from, m, 0, true, now, monotonic);
@@ -513,9 +522,13 @@ impl Gossip {
         let Some(address) = self.neighbours.get(&peer).cloned() else {
             return;
         };
-        self.pulling.insert(peer, monotonic);
         let seed = self.random();
-        for digest in self.digests_of_cache(seed) {
+        let digests = self.digests_of_cache(seed);
+        // Each digest may be answered with up to RESPONSE_BUDGET bytes of messages, in frames
+        // that carry a little framing of their own.
+        let budget = digests.len() * (RESPONSE_BUDGET + RESPONSE_BUDGET / 64);
+        self.pulling.insert(peer, (monotonic, budget));
+        for digest in digests {
             let bytes = Frame::Digest(digest).encode();
             self.stats.digests_sent += 1;
             self.stats.digest_bytes_sent += bytes.len() as u64;
@@ -583,7 +596,7 @@ impl Gossip {
         self.next_pull = monotonic + self.config.pull_interval;
         self.cache.expire(now, monotonic);
         self.pulling
-            .retain(|_, at| monotonic.saturating_sub(*at) <= PULL_WINDOW);
+            .retain(|_, (at, _)| monotonic.saturating_sub(*at) <= PULL_WINDOW);
         self.digests.reclaim_idle();
         self.responses.reclaim_idle();
         self.pushes.reclaim_idle();

@@ -456,3 +456,31 @@ fn a_peer_pushing_new_messages_faster_than_its_rate_is_refused() {
     );
     assert_eq!(g.cache().len(), 7);
 }
+
+#[test]
+fn answers_beyond_what_our_digests_allow_are_refused_unread() {
+    let (mut g, peers) = node(1, GossipConfig::default());
+    // We pulled from peers[0] on linking (one digest: one answer budget of 4 MiB).
+    let frame = Frame::Messages(vec![vec![0u8; 60_000]; 16]).encode();
+    let mut over = 0;
+    for _ in 0..6 {
+        g.handle_message(peers[0], &frame, NOW, Duration::from_secs(1));
+        over += drain(&mut g)
+            .1
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    Event::BadInput {
+                        reason: "over_budget",
+                        ..
+                    }
+                )
+            })
+            .count();
+    }
+    // Four frames of 960 KB fit the budget (their junk messages are refused one by one); the
+    // fifth and sixth are refused whole.
+    assert_eq!(over, 2);
+    assert_eq!(g.stats().response_bytes_received, 4 * frame.len() as u64);
+}
