@@ -23,8 +23,11 @@ pub const TTL: u8 = 6;
 pub const PULL_INTERVAL: Duration = Duration::from_secs(60);
 /// Neighbours kept at most.
 pub const MAX_NEIGHBOURS: usize = 64;
-/// DIGEST frames accepted per peer and minute (a round of a full cache is at most 64).
-pub const DIGESTS_PER_MINUTE: u32 = 128;
+/// How much of the id space one peer's digests may cover per minute, in 64ths: 256 is four
+/// full pull rounds. A digest covers `64 >> partition_bits` 64ths and is charged that much,
+/// since answering it hashes every held id of its share: what a round costs the answerer is
+/// the same however it is split.
+pub const DIGEST_SPACE_PER_MINUTE: u32 = 256;
 /// Bytes of messages sent per peer and minute in answer to its digests: 8 MiB.
 pub const RESPONSE_BYTES_PER_MINUTE: u32 = 8 * 1024 * 1024;
 /// New messages accepted by push from one peer per minute (20 a second): above, a peer's
@@ -54,8 +57,8 @@ pub struct GossipConfig {
     pub false_positive_rate: f64,
     /// Neighbours kept at most.
     pub max_neighbours: usize,
-    /// DIGEST frames accepted per peer and minute.
-    pub digests_per_minute: u32,
+    /// Id space (in 64ths) a peer's digests may cover per minute.
+    pub digest_space_per_minute: u32,
     /// Response bytes per peer and minute.
     pub response_bytes_per_minute: u32,
     /// New pushed messages accepted per peer and minute.
@@ -72,7 +75,7 @@ impl Default for GossipConfig {
             filter_items: FILTER_ITEMS,
             false_positive_rate: FALSE_POSITIVE_RATE,
             max_neighbours: MAX_NEIGHBOURS,
-            digests_per_minute: DIGESTS_PER_MINUTE,
+            digest_space_per_minute: DIGEST_SPACE_PER_MINUTE,
             response_bytes_per_minute: RESPONSE_BYTES_PER_MINUTE,
             pushes_per_minute: PUSHES_PER_MINUTE,
         }
@@ -209,7 +212,7 @@ impl Gossip {
             outbox: VecDeque::new(),
             next_pull: config.pull_interval,
             clock: Duration::ZERO,
-            digests: KeyedLimiter::per_minute(config.digests_per_minute),
+            digests: KeyedLimiter::per_minute(config.digest_space_per_minute),
             responses: KeyedLimiter::per_minute((config.response_bytes_per_minute / 1024).max(1)),
             pushes: KeyedLimiter::per_minute(config.pushes_per_minute),
             stats: GossipStats::default(),
@@ -470,7 +473,8 @@ impl Gossip {
     /// Answers a digest with the held messages of its partition the filter does not contain,
     /// within the per-digest budget and the peer's byte rate.
     fn on_digest(&mut self, from: PeerId, digest: &Digest, now: UnixMillis) {
-        if !self.digests.check(&from) {
+        let share = 64u32 >> digest.partition_bits.min(MAX_PARTITION_BITS);
+        if !self.digests.check_n(&from, share) {
             self.stats.digests_refused += 1;
             self.bad(from, "digest_rate");
             return;

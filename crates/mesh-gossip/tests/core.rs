@@ -9,7 +9,9 @@ use std::time::Duration;
 use mesh_crypto::{Identity, PeerId, UnixMillis};
 use mesh_gossip::bloom::Bloom;
 use mesh_gossip::message::{Digest, Frame, message_id};
-use mesh_gossip::node::{DIGESTS_PER_MINUTE, Event, Gossip, GossipConfig, Output, PublishError};
+use mesh_gossip::node::{
+    DIGEST_SPACE_PER_MINUTE, Event, Gossip, GossipConfig, Output, PublishError,
+};
 use mesh_gossip::{GossipMessage, GossipPayload};
 
 const NOW: UnixMillis = UnixMillis(1_000_000);
@@ -213,7 +215,9 @@ fn unsolicited_answers_and_digest_floods_are_refused() {
     g.handle_message(peers[0], &late, NOW, Duration::from_secs(1000));
     assert_eq!(g.cache().len(), 1);
 
-    // Digests: DIGESTS_PER_MINUTE answered, the next refused, and after a minute accepted.
+    // Digests are charged for the share of the id space they cover: four whole-space digests
+    // a minute are answered, the fifth refused; a minute later accepted again. Digests of
+    // a 64th each get 256 a minute.
     let empty = Frame::Digest(Digest {
         seed: 1,
         partition_bits: 0,
@@ -222,7 +226,7 @@ fn unsolicited_answers_and_digest_floods_are_refused() {
     })
     .encode();
     let t = Duration::from_secs(2000);
-    for _ in 0..DIGESTS_PER_MINUTE {
+    for _ in 0..DIGEST_SPACE_PER_MINUTE / 64 {
         g.handle_message(peers[2], &empty, NOW, t);
     }
     assert_eq!(g.stats().digests_refused, 0);
@@ -230,6 +234,22 @@ fn unsolicited_answers_and_digest_floods_are_refused() {
     assert_eq!(g.stats().digests_refused, 1);
     g.handle_message(peers[2], &empty, NOW, t + Duration::from_secs(60));
     assert_eq!(g.stats().digests_refused, 1);
+    let small = |p: u16| {
+        Frame::Digest(Digest {
+            seed: 1,
+            partition_bits: 6,
+            partition: p,
+            filter: Bloom::for_items(1, 0.01),
+        })
+        .encode()
+    };
+    let t = t + Duration::from_secs(1000);
+    for p in 0..256u16 {
+        g.handle_message(peers[1], &small(p % 64), NOW, t);
+    }
+    assert_eq!(g.stats().digests_refused, 1);
+    g.handle_message(peers[1], &small(0), NOW, t);
+    assert_eq!(g.stats().digests_refused, 2);
 }
 
 #[test]
