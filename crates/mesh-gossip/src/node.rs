@@ -328,11 +328,12 @@ impl Gossip {
         except: Option<&PeerId>,
         author: &PeerId,
     ) {
-        let mut candidates: Vec<(PeerId, String)> = self
+        // Ids only: the addresses of the few chosen are looked up below, not cloned for all.
+        let mut candidates: Vec<PeerId> = self
             .neighbours
-            .iter()
-            .filter(|(p, _)| Some(*p) != except && *p != author)
-            .map(|(p, a)| (*p, a.clone()))
+            .keys()
+            .filter(|p| Some(*p) != except && *p != author)
+            .copied()
             .collect();
         let n = self.config.fanout.min(candidates.len());
         // Partial Fisher-Yates: the first n are a uniform sample.
@@ -347,7 +348,8 @@ impl Gossip {
             message: message.to_vec(),
         }
         .encode();
-        for (to, address) in candidates.into_iter().take(n) {
+        for to in candidates.into_iter().take(n) {
+            let address = self.neighbours.get(&to).cloned().unwrap_or_default();
             self.stats.pushes_sent += 1;
             self.outbox.push_back(Output::Send {
                 to,

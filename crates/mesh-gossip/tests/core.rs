@@ -57,6 +57,17 @@ fn drain(g: &mut Gossip) -> (Vec<(PeerId, Frame)>, Vec<Event>) {
     (sent, events)
 }
 
+/// A DIGEST whose filter holds nothing: "send me everything in this partition".
+fn empty_digest(seed: u64, partition_bits: u8, partition: u16) -> Vec<u8> {
+    Frame::Digest(Digest {
+        seed,
+        partition_bits,
+        partition,
+        filter: Bloom::for_items(1, 0.01),
+    })
+    .encode()
+}
+
 fn push(ttl: u8, m: &[u8]) -> Vec<u8> {
     Frame::Push {
         ttl,
@@ -218,13 +229,7 @@ fn unsolicited_answers_and_digest_floods_are_refused() {
     // Digests are charged for the share of the id space they cover: four whole-space digests
     // a minute are answered, the fifth refused; a minute later accepted again. Digests of
     // a 64th each get 256 a minute.
-    let empty = Frame::Digest(Digest {
-        seed: 1,
-        partition_bits: 0,
-        partition: 0,
-        filter: Bloom::for_items(1, 0.01),
-    })
-    .encode();
+    let empty = empty_digest(1, 0, 0);
     let t = Duration::from_secs(2000);
     for _ in 0..DIGEST_SPACE_PER_MINUTE / 64 {
         g.handle_message(peers[2], &empty, NOW, t);
@@ -234,15 +239,7 @@ fn unsolicited_answers_and_digest_floods_are_refused() {
     assert_eq!(g.stats().digests_refused, 1);
     g.handle_message(peers[2], &empty, NOW, t + Duration::from_secs(60));
     assert_eq!(g.stats().digests_refused, 1);
-    let small = |p: u16| {
-        Frame::Digest(Digest {
-            seed: 1,
-            partition_bits: 6,
-            partition: p,
-            filter: Bloom::for_items(1, 0.01),
-        })
-        .encode()
-    };
+    let small = |p: u16| empty_digest(1, 6, p);
     let t = t + Duration::from_secs(1000);
     for p in 0..256u16 {
         g.handle_message(peers[1], &small(p % 64), NOW, t);
@@ -265,13 +262,7 @@ fn answers_stay_within_the_peers_byte_rate() {
             .unwrap();
     }
     drain(&mut g);
-    let empty = Frame::Digest(Digest {
-        seed: 3,
-        partition_bits: 0,
-        partition: 0,
-        filter: Bloom::for_items(1, 0.01),
-    })
-    .encode();
+    let empty = empty_digest(3, 0, 0);
     let answered = |g: &mut Gossip| -> usize {
         drain(g)
             .0
@@ -371,13 +362,7 @@ fn review_fixes_hold() {
     .into_bytes();
     g.publish(short, NOW, Duration::ZERO).unwrap();
     drain(&mut g);
-    let empty = Frame::Digest(Digest {
-        seed: 1,
-        partition_bits: 0,
-        partition: 0,
-        filter: Bloom::for_items(1, 0.01),
-    })
-    .encode();
+    let empty = empty_digest(1, 0, 0);
     g.handle_message(
         peers[0],
         &empty,
