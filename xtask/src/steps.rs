@@ -266,12 +266,9 @@ impl Ci {
                 let dir = c.target_dir().join("xtask/venv");
                 let dir = dir.to_string_lossy().into_owned();
                 if c.run("python3", &["-m", "venv", &dir], &[]).is_err() {
-                    // Debian's python3 ships venv separately.
-                    c.run(
-                        "apt-get",
-                        &["install", "-y", "-q", "python3-venv"],
-                        &[("DEBIAN_FRONTEND", "noninteractive")],
-                    )?;
+                    // No Python on a bare machine, or Debian's python3 without its separately
+                    // packaged venv: the shared apt helper (which updates the lists first).
+                    c.apt_install(&["python3", "python3-venv"])?;
                     c.run("python3", &["-m", "venv", &dir], &[])?;
                 }
             }
