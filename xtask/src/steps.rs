@@ -20,12 +20,14 @@ const WASM_CRATES: &[&str] = &[
     "mesh-transport-webrtc",
     "mesh-dht",
     "mesh-gossip",
+    "mesh-blob",
 ];
 /// Browser test targets: (package, integration test name).
 const WASM_TESTS: &[(&str, &str)] = &[
     ("mesh-crypto", "web"),
     ("mesh-platform", "web"),
     ("mesh-store-indexeddb", "web"),
+    ("mesh-store-indexeddb", "blob"),
 ];
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// Setup step for the native build's system libraries: D-Bus for btleplug (BLE on Linux).
