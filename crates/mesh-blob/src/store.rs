@@ -467,6 +467,8 @@ impl BlobStore {
         };
         let metrics = BlobMetrics::new(meter);
         metrics.usage_changed(&Usage::default(), &totals);
+        // On wasm32 the store is `?Send` (one thread): the Arc only shares it between tasks.
+        #[cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
         Ok(Self {
             inner: Arc::new(Shared {
                 kv,

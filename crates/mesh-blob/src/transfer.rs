@@ -277,6 +277,9 @@ pub fn start<T: Transport + 'static, R: Runtime>(
     config: TransferConfig,
 ) -> BlobService {
     let rx = pool.subscribe(ProtocolId::BLOB);
+    // On wasm32 the pool and store are `?Send` (one thread): the Arc only shares them between
+    // tasks.
+    #[cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
     let inner = Arc::new(Shared {
         net: Box::new(PoolNet {
             pool: pool.clone(),
