@@ -874,10 +874,12 @@ impl BlobService {
         match response {
             Response::Chunk(blob, at, bytes) if blob == d.id && at == index => {
                 match w.write_chunk(index, bytes).await {
-                    Ok(_) => {
-                        *fetched += 1;
+                    Ok(new) => {
+                        if new {
+                            *fetched += 1;
+                            bump(&inner.counters.fetched_chunks);
+                        }
                         d.failures = 0;
-                        bump(&inner.counters.fetched_chunks);
                         inner.store.metrics().transfer_chunk(true);
                         Ok(None)
                     }
