@@ -3,7 +3,11 @@
 //! liar, refuses its chunks, redials the honest provider after the disconnect and resumes from
 //! the first missing chunk.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::many_single_char_names
+)] // test code: a panic is a failure
 
 use std::sync::Arc;
 use std::time::Duration;
