@@ -16,7 +16,8 @@
     clippy::expect_used,
     clippy::panic,
     clippy::cast_possible_truncation,
-    clippy::too_many_lines
+    clippy::too_many_lines,
+    clippy::many_single_char_names
 )]
 
 use std::sync::Arc;
@@ -251,10 +252,12 @@ pub async fn range_reads<F: StoreFactory>(f: &F) {
             "range {start}..{end} is refused"
         );
     }
-    assert!(matches!(
-        s.chunk(&id, 6).await,
-        Err(BlobError::OutOfRange { .. })
-    ));
+    for index in [6, u32::MAX] {
+        assert!(matches!(
+            s.chunk(&id, index).await,
+            Err(BlobError::OutOfRange { .. })
+        ));
+    }
 }
 
 /// Holds expire and GC removes what no hold keeps; pinned holds stay; GC runs in bounded
@@ -729,13 +732,82 @@ pub async fn import<F: StoreFactory>(f: &F) {
     ));
 }
 
+/// A chunk a live import counts on outlives the blob it came from, and is collected once the
+/// import is gone; committed, the import owns it.
+pub async fn shared_chunks_during_an_import<F: StoreFactory>(f: &F) {
+    let (kv, s) = open(f, "blob-shared-import", config()).await;
+    let x = data(95, CHUNK as usize);
+    let mut content = x.clone();
+    content.extend_from_slice(&data(96, 500));
+    let m = Manifest::of(&content, CHUNK).unwrap();
+    let chunks: Vec<Vec<u8>> = content.chunks(CHUNK as usize).map(<[u8]>::to_vec).collect();
+
+    // Abandoned import: the chunk it found stored loses its blob meanwhile.
+    let b = s
+        .put(owner(2), &x, PutOptions::default(), T0)
+        .await
+        .unwrap();
+    let w = s
+        .importer(m.clone(), owner(1), PutOptions::default())
+        .await
+        .unwrap();
+    assert!(w.has_chunk(0));
+    assert!(s.delete(&b.id, &owner(2)).await.unwrap());
+    assert_eq!(
+        entries(&kv, CHUNKS_TABLE).await,
+        1,
+        "kept for the live import"
+    );
+    assert_eq!(s.usage().stored_bytes, 0, "but no longer counted as stored");
+    s.gc(T0, 1000).await.unwrap();
+    assert_eq!(
+        entries(&kv, CHUNKS_TABLE).await,
+        1,
+        "GC keeps it while the import lives"
+    );
+    drop(w);
+    s.gc(T0, 1000).await.unwrap();
+    assert_eq!(
+        entries(&kv, CHUNKS_TABLE).await,
+        0,
+        "collected once the import is gone"
+    );
+    assert_eq!(entries(&kv, PENDING_TABLE).await, 0);
+
+    // Finished import: the chunk is counted and kept.
+    let b = s
+        .put(owner(2), &x, PutOptions::default(), T0)
+        .await
+        .unwrap();
+    let mut w = s
+        .importer(m.clone(), owner(1), PutOptions::default())
+        .await
+        .unwrap();
+    s.delete(&b.id, &owner(2)).await.unwrap();
+    w.write_chunk(1, chunks[1].clone()).await.unwrap();
+    let stored = w.finish(T0).await.unwrap();
+    assert_eq!(
+        stored.new_bytes,
+        content.len() as u64,
+        "both chunks are new again"
+    );
+    s.gc(T0, 1000).await.unwrap();
+    assert_eq!(s.get(&m.id()).await.unwrap(), content);
+    assert_eq!(s.usage().stored_bytes, content.len() as u64);
+    assert_eq!(
+        entries(&kv, PENDING_TABLE).await,
+        0,
+        "GC dropped the orphan row"
+    );
+}
+
 /// Expands one test per case for a `StoreFactory`, with the given test attribute.
 #[macro_export]
 macro_rules! blob_conformance_tests {
     (#[$attr:meta] $factory:expr) => {
         $crate::blob_conformance_tests!(@cases #[$attr] $factory;
             round_trip, dedup, range_reads, expiry_and_gc, quota_refusal, interrupted_put,
-            corrupted_chunk, reopen_persistence, import);
+            corrupted_chunk, reopen_persistence, import, shared_chunks_during_an_import);
     };
     (@cases #[$attr:meta] $factory:expr; $($case:ident),*) => {
         $(

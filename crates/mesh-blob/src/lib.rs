@@ -8,6 +8,8 @@
 //! - [`wire`]: the transfer messages (`docs/PROTOCOL.md` §13).
 //! - [`transfer`]: the async service that serves blobs to peers and fetches them, chunk by
 //!   chunk, verified, resuming after a disconnect from the first missing chunk.
+//! - [`private`]: optional encryption of a blob's content to one recipient (a libsodium secret
+//!   stream under a fresh key, the key sealed to the recipient in a mesh-crypto envelope).
 //! - [`metrics`]: opentelemetry instruments.
 //!
 //! Why BLAKE2b and not BLAKE3: mesh already uses BLAKE2b everywhere (libsodium's
@@ -20,6 +22,7 @@
 
 pub mod manifest;
 pub mod metrics;
+pub mod private;
 pub mod store;
 pub mod transfer;
 pub mod wire;

@@ -86,6 +86,9 @@ pub const MAX_HOLDS_LISTED: usize = 1024;
 /// Bytes of a put session id.
 pub const SESSION_LEN: usize = 16;
 const TOTALS_KEY: &[u8] = b"totals";
+/// The session of pending rows that keep a chunk a live writer registered after its last
+/// reference went: `[0; 16] || chunk hash -> chunk hash`. Never a writer's session.
+const ORPHAN_SESSION: [u8; SESSION_LEN] = [0; SESSION_LEN];
 const PAGE: usize = 256;
 
 /// Errors of the blob store.
@@ -317,6 +320,9 @@ struct State {
     manifests: VecDeque<Arc<Manifest>>,
     /// Where the next scan of the pending table starts.
     gc_cursor: Option<Vec<u8>>,
+    /// Bumped whenever a blob is removed, so that a manifest read before the removal is not
+    /// put back in the cache after it.
+    epoch: u64,
 }
 
 struct Shared {
@@ -426,10 +432,26 @@ fn expiry_row(h: &Hold, id: &BlobId) -> Option<Vec<u8>> {
     }
 }
 
+fn orphan_key(hash: &Hash256) -> Vec<u8> {
+    let mut k = ORPHAN_SESSION.to_vec();
+    k.extend_from_slice(hash.as_bytes());
+    k
+}
+
 fn pending_key(session: &[u8; SESSION_LEN], index: u32) -> Vec<u8> {
     let mut k = session.to_vec();
     k.extend_from_slice(&index.to_be_bytes());
     k
+}
+
+/// The error for chunk `index` past the end of `m`.
+fn out_of_range(m: &Manifest, index: u32) -> BlobError {
+    let cs = u64::from(m.chunk_size());
+    BlobError::OutOfRange {
+        start: u64::from(index) * cs,
+        end: (u64::from(index) + 1) * cs,
+        size: m.size(),
+    }
 }
 
 /// Occurrences and length of each distinct chunk of a manifest.
@@ -480,6 +502,7 @@ impl BlobStore {
                     totals,
                     manifests: VecDeque::new(),
                     gc_cursor: None,
+                    epoch: 0,
                 }),
                 metrics,
             }),
@@ -558,9 +581,13 @@ impl BlobStore {
     /// # Errors
     /// The storage's error, or corrupt metadata.
     pub async fn manifest(&self, id: &BlobId) -> Result<Option<Arc<Manifest>>, BlobError> {
-        if let Some(m) = self.state().manifests.iter().find(|m| m.id() == *id) {
-            return Ok(Some(Arc::clone(m)));
-        }
+        let epoch = {
+            let st = self.state();
+            if let Some(m) = st.manifests.iter().find(|m| m.id() == *id) {
+                return Ok(Some(Arc::clone(m)));
+            }
+            st.epoch
+        };
         let Some(bytes) = self.inner.kv.get(MANIFESTS_TABLE, id.as_bytes()).await? else {
             return Ok(None);
         };
@@ -569,7 +596,7 @@ impl BlobStore {
                 .map_err(|_| BlobError::CorruptMetadata(MANIFESTS_TABLE))?,
         );
         let mut st = self.state();
-        if !st.manifests.iter().any(|c| c.id() == *id) {
+        if st.epoch == epoch && !st.manifests.iter().any(|c| c.id() == *id) {
             if st.manifests.len() >= MANIFEST_CACHE {
                 st.manifests.pop_front();
             }
@@ -638,11 +665,7 @@ impl BlobStore {
         let hash = m
             .hashes()
             .get(index as usize)
-            .ok_or(BlobError::OutOfRange {
-                start: u64::from(index) * u64::from(m.chunk_size()),
-                end: u64::from(index + 1) * u64::from(m.chunk_size()),
-                size: m.size(),
-            })?;
+            .ok_or_else(|| out_of_range(m, index))?;
         let bytes = self
             .inner
             .kv
@@ -697,8 +720,10 @@ impl BlobStore {
     }
 
     fn new_session(&self) -> [u8; SESSION_LEN] {
-        let mut s = [0u8; SESSION_LEN];
-        mesh_crypto::random_fill(&mut s);
+        let mut s = ORPHAN_SESSION;
+        while s == ORPHAN_SESSION {
+            mesh_crypto::random_fill(&mut s);
+        }
         self.state().sessions.insert(s);
         s
     }
@@ -730,7 +755,9 @@ impl BlobStore {
             batch: Vec::new(),
             registered: HashSet::new(),
             written: HashSet::new(),
+            already_held: false,
             finished: false,
+            live: true,
         };
         if let Some(size) = size_hint {
             w.check_size(size)?;
@@ -767,6 +794,12 @@ impl BlobStore {
         options: PutOptions,
     ) -> Result<BlobWriter, BlobError> {
         let owner_used = self.owner_usage(&owner).await?.bytes;
+        let already_held = self
+            .inner
+            .kv
+            .get(HOLDS_TABLE, &hold_key(&manifest.id(), &owner))
+            .await?
+            .is_some();
         let count = manifest.count() as usize;
         let mut by_hash: HashMap<Hash256, Vec<u32>> = HashMap::new();
         for (i, h) in (0u32..).zip(manifest.hashes()) {
@@ -787,7 +820,9 @@ impl BlobStore {
             batch: Vec::new(),
             registered: HashSet::new(),
             written: HashSet::new(),
+            already_held,
             finished: false,
+            live: true,
         };
         if let Mode::Import { manifest, .. } = &w.mode {
             let size = manifest.size();
@@ -900,6 +935,7 @@ impl BlobStore {
         if others == 0 && m.is_some() {
             let mut st = self.state();
             st.totals = totals;
+            st.epoch += 1;
             st.manifests.retain(|c| c.id() != *id);
             drop(st);
             self.inner.metrics.usage_changed(&before, &totals);
@@ -934,7 +970,10 @@ impl BlobStore {
             totals.stored_bytes = totals.stored_bytes.saturating_sub(len as u64);
             totals.chunks = totals.chunks.saturating_sub(1);
             freed.1 += len as u64;
-            if !self.state().pending_chunks.contains_key(&hash) {
+            if self.state().pending_chunks.contains_key(&hash) {
+                // A live writer needs it: keep it, listed where GC looks again.
+                batch.put(PENDING_TABLE, orphan_key(&hash), hash.as_bytes().to_vec());
+            } else {
                 batch.delete(CHUNKS_TABLE, hash.as_bytes().to_vec());
                 freed.0 += 1;
             }
@@ -1047,14 +1086,20 @@ impl BlobStore {
                 if session.is_some_and(|s| self.state().sessions.contains(&s)) {
                     continue;
                 }
+                let hash = hash_from(v);
+                if hash.is_some_and(|h| self.state().pending_chunks.contains_key(&h)) {
+                    // A live writer registered this chunk too: the row stays, so that the
+                    // chunk is looked at again once that writer is gone.
+                    continue;
+                }
                 batch.delete(PENDING_TABLE, k.clone());
                 report.pending_removed += 1;
-                if let Some(h) = hash_from(v) {
+                if let Some(h) = hash {
                     dead_chunks.push(h);
                 }
             }
             for h in dead_chunks {
-                if self.refs(&h).await? == 0 && !self.state().pending_chunks.contains_key(&h) {
+                if self.refs(&h).await? == 0 {
                     batch.delete(CHUNKS_TABLE, h.as_bytes().to_vec());
                     report.chunks_removed += 1;
                 }
@@ -1106,9 +1151,13 @@ impl BlobStore {
             for (k, v) in rows {
                 if let Some(h) = hash_from(&v)
                     && self.refs(&h).await? == 0
-                    && !self.state().pending_chunks.contains_key(&h)
                 {
-                    batch.delete(CHUNKS_TABLE, h.as_bytes().to_vec());
+                    if self.state().pending_chunks.contains_key(&h) {
+                        // Another live writer registered it: keep it, listed for GC.
+                        batch.put(PENDING_TABLE, orphan_key(&h), h.as_bytes().to_vec());
+                    } else {
+                        batch.delete(CHUNKS_TABLE, h.as_bytes().to_vec());
+                    }
                 }
                 batch.delete(PENDING_TABLE, k);
             }
@@ -1123,20 +1172,20 @@ impl BlobStore {
     async fn commit(
         &self,
         manifest: &Manifest,
-        w: &BlobWriter,
+        w: &mut BlobWriter,
         now: UnixMillis,
     ) -> Result<Stored, BlobError> {
         let _meta = self.inner.meta.lock().await;
         match self.commit_locked(manifest, w, now).await {
             Ok(s) => {
-                self.unregister(&w.session, &w.registered);
+                w.release();
                 self.inner
                     .metrics
                     .put(if s.duplicate { "duplicate" } else { "stored" });
                 Ok(s)
             }
             Err(e) => {
-                self.unregister(&w.session, &w.registered);
+                w.release();
                 self.inner.metrics.put(match e {
                     BlobError::OwnerQuota { .. } | BlobError::TotalQuota { .. } => "quota",
                     _ => "failed",
@@ -1271,7 +1320,14 @@ pub struct BlobWriter {
     registered: HashSet<Hash256>,
     /// Distinct chunks this writer has written (or found stored).
     written: HashSet<Hash256>,
+    /// An import of a blob the owner already holds.
+    already_held: bool,
+    /// No more writes (committed, aborted, or refused).
     finished: bool,
+    /// Its session and chunks are still registered with the store (until the commit or the
+    /// abort is complete, or the writer is dropped, whichever comes first: a cancelled
+    /// `finish` or `abort` is covered by the drop).
+    live: bool,
 }
 
 impl std::fmt::Debug for BlobWriter {
@@ -1292,7 +1348,9 @@ impl BlobWriter {
                 max: cfg.max_blob_size,
             });
         }
-        if self.owner_used.saturating_add(size) > cfg.owner_quota {
+        // An import of a blob the owner already holds costs the owner nothing more (the
+        // commit checks again, exactly).
+        if !self.already_held && self.owner_used.saturating_add(size) > cfg.owner_quota {
             return Err(BlobError::OwnerQuota {
                 used: self.owner_used,
                 size,
@@ -1351,7 +1409,7 @@ impl BlobWriter {
                 hashes.push(hash);
                 self.batch.push((index, hash, chunk));
                 if self.batch.len() >= WRITE_BATCH_CHUNKS {
-                    self.flush().await?;
+                    self.flush_or_abort().await?;
                 }
             }
         }
@@ -1399,7 +1457,7 @@ impl BlobWriter {
         };
         let hashes: Vec<Hash256> = by_hash.keys().copied().collect();
         let store = self.store.clone();
-        let _meta = store.inner.meta.lock().await;
+        let meta = store.inner.meta.lock().await;
         for h in hashes {
             if store.refs(&h).await? > 0 {
                 self.register(h);
@@ -1407,7 +1465,10 @@ impl BlobWriter {
                 self.mark_have(h, None);
             }
         }
-        Ok(())
+        drop(meta);
+        // Their pending rows now, not with the first chunk: GC must be able to find them
+        // even if no chunk ever arrives.
+        self.flush_or_abort().await
     }
 
     fn register(&mut self, h: Hash256) {
@@ -1452,11 +1513,7 @@ impl BlobWriter {
             return Err(BlobError::Finished);
         };
         let Some(&expected) = manifest.hashes().get(index as usize) else {
-            return Err(BlobError::OutOfRange {
-                start: u64::from(index) * u64::from(manifest.chunk_size()),
-                end: u64::from(index + 1) * u64::from(manifest.chunk_size()),
-                size: manifest.size(),
-            });
+            return Err(out_of_range(manifest, index));
         };
         if have[index as usize] {
             return Ok(false);
@@ -1466,9 +1523,36 @@ impl BlobWriter {
         }
         self.mark_have(expected, Some(bytes));
         if self.batch.len() >= WRITE_BATCH_CHUNKS {
-            self.flush().await?;
+            self.flush_or_abort().await?;
         }
         Ok(true)
+    }
+
+    /// [`BlobWriter::flush`], abandoning the put if it fails: what was queued is gone, so the
+    /// writer could only commit a blob with chunks missing.
+    async fn flush_or_abort(&mut self) -> Result<(), BlobError> {
+        if let Err(e) = self.flush().await {
+            self.abort_inner().await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Writes the queued chunks and their pending rows now, so that only they hold what
+    /// this writer has (a transfer keeping an unfinished import calls it).
+    ///
+    /// # Errors
+    /// The storage's error; the put is then abandoned.
+    pub async fn sync(&mut self) -> Result<(), BlobError> {
+        if self.finished {
+            return Err(BlobError::Finished);
+        }
+        self.flush_or_abort().await
+    }
+
+    /// Changes how the owner will hold the blob once committed.
+    pub fn set_options(&mut self, options: PutOptions) {
+        self.options = options;
     }
 
     /// Writes the queued chunks and their pending rows. Chunks already stored are not
@@ -1537,10 +1621,7 @@ impl BlobWriter {
                 Manifest::clone(manifest)
             }
         };
-        if let Err(e) = self.flush().await {
-            self.abort_inner().await;
-            return Err(e);
-        }
+        self.flush_or_abort().await?;
         self.finished = true;
         self.store.clone().commit(&manifest, self, now).await
     }
@@ -1556,9 +1637,17 @@ impl BlobWriter {
         self.finished = true;
         let store = self.store.clone();
         let _meta = store.inner.meta.lock().await;
-        store.unregister(&self.session, &self.registered);
+        self.release();
         store.inner.metrics.put("aborted");
         store.discard_locked(&self.session).await
+    }
+
+    /// Unregisters the session and its chunks from the store, once.
+    fn release(&mut self) {
+        if self.live {
+            self.live = false;
+            self.store.unregister(&self.session, &self.registered);
+        }
     }
 
     async fn abort_inner(&mut self) {
@@ -1569,7 +1658,7 @@ impl BlobWriter {
         self.batch.clear();
         let store = self.store.clone();
         let _meta = store.inner.meta.lock().await;
-        store.unregister(&self.session, &self.registered);
+        self.release();
         if let Err(e) = store.discard_locked(&self.session).await {
             tracing::debug!(error = %e, "discarding an abandoned put failed");
         }
@@ -1578,10 +1667,9 @@ impl BlobWriter {
 
 impl Drop for BlobWriter {
     fn drop(&mut self) {
-        if !self.finished {
-            // Its rows stay until the next GC, which no longer sees this session as live.
-            self.store.unregister(&self.session, &self.registered);
-        }
+        // Unfinished, its rows stay until the next GC, which no longer sees this session as
+        // live.
+        self.release();
     }
 }
 

@@ -47,6 +47,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_FAILURES: u32 = 4;
 /// BUSY answers one provider may give one fetch before it moves on.
 pub const MAX_BUSY: u32 = 40;
+/// How long a BUSY answer may take to send.
+const BUSY_SEND_TIMEOUT: Duration = Duration::from_secs(1);
 /// Wait after a BUSY answer.
 pub const BUSY_BACKOFF: Duration = Duration::from_millis(200);
 /// Requests of one peer served at once at most (more are answered BUSY).
@@ -224,7 +226,21 @@ impl<T: Transport + 'static, R: Runtime> Net for PoolNet<T, R> {
 
 struct Route {
     peer: PeerId,
+    /// The fetch that made the request.
+    fetch: u64,
     tx: mpsc::Sender<(u64, Response)>,
+}
+
+/// Removes a fetch's routes when the fetch ends, however it ends (a caller may drop it).
+struct RouteGuard<'a> {
+    routes: &'a Mutex<HashMap<u64, Route>>,
+    fetch: u64,
+}
+
+impl Drop for RouteGuard<'_> {
+    fn drop(&mut self) {
+        lock(self.routes).retain(|_, r| r.fetch != self.fetch);
+    }
 }
 
 struct Partial {
@@ -353,12 +369,7 @@ fn serve(inner: &Arc<Shared>, incoming: Incoming, id: u64, request: Request) {
         inner.store.metrics().served("rate_limited");
         return;
     }
-    let Ok(permit) = Arc::clone(&inner.serve_permits).try_acquire_owned() else {
-        // Too busy even to say so.
-        bump(&inner.counters.busy);
-        inner.store.metrics().served("busy");
-        return;
-    };
+    // The peer's own limit first, so that one peer cannot hold every slot.
     let admitted = {
         let mut serving = lock(&inner.serving);
         let n = serving.entry(peer).or_insert(0);
@@ -369,15 +380,24 @@ fn serve(inner: &Arc<Shared>, incoming: Incoming, id: u64, request: Request) {
             true
         }
     };
+    let permit = if admitted {
+        let p = Arc::clone(&inner.serve_permits).try_acquire_owned().ok();
+        if p.is_none() {
+            release_slot(inner, &peer);
+        }
+        p
+    } else {
+        None
+    };
     let task_inner = Arc::clone(inner);
     inner.net.spawn(Box::pin(async move {
         let inner = task_inner;
-        let response = if admitted {
-            answer(&inner, request).await
+        let (response, timeout) = if permit.is_some() {
+            (answer(&inner, request).await, inner.config.request_timeout)
         } else {
             bump(&inner.counters.busy);
             inner.store.metrics().served("busy");
-            Response::Busy
+            (Response::Busy, BUSY_SEND_TIMEOUT)
         };
         let payload = Message::Response(id, response).encode();
         let send = inner.net.send(peer, incoming.address, payload);
@@ -385,21 +405,26 @@ fn serve(inner: &Arc<Shared>, incoming: Incoming, id: u64, request: Request) {
             r = send => if let Err(e) = r {
                 tracing::debug!(%peer, error = %e, "blob answer not sent");
             },
-            () = inner.net.sleep(inner.config.request_timeout) => {
+            () = inner.net.sleep(timeout) => {
                 tracing::debug!(%peer, "blob answer timed out");
             }
         }
-        if admitted {
-            let mut serving = lock(&inner.serving);
-            if let Some(n) = serving.get_mut(&peer) {
-                *n -= 1;
-                if *n == 0 {
-                    serving.remove(&peer);
-                }
-            }
+        if let Some(permit) = permit {
+            release_slot(&inner, &peer);
+            drop(permit);
         }
-        drop(permit);
     }));
+}
+
+/// Frees one of `peer`'s serving slots.
+fn release_slot(inner: &Shared, peer: &PeerId) {
+    let mut serving = lock(&inner.serving);
+    if let Some(n) = serving.get_mut(peer) {
+        *n -= 1;
+        if *n == 0 {
+            serving.remove(peer);
+        }
+    }
 }
 
 async fn answer(inner: &Shared, request: Request) -> Response {
@@ -445,6 +470,7 @@ async fn gc_loop(weak: std::sync::Weak<Shared>) {
             if inner.stopped.load(Ordering::Relaxed) {
                 return;
             }
+            lock(&inner.limiter).reclaim_idle();
             let now = inner.net.unix_time();
             match inner.store.gc(now, inner.config.gc_budget).await {
                 Ok(r) if r.done => break,
@@ -494,6 +520,11 @@ impl BlobService {
         }
     }
 
+    /// Requests sent and not yet answered or given up on.
+    pub fn requests_in_flight(&self) -> usize {
+        lock(&self.inner.routes).len()
+    }
+
     /// Unfinished fetches kept for resuming.
     pub fn partial_fetches(&self) -> usize {
         lock(&self.inner.partials).len()
@@ -527,7 +558,15 @@ impl BlobService {
             .acquire_owned()
             .await
             .map_err(|_| FetchError::Stopped)?;
+        let token = inner.next_request.fetch_add(1, Ordering::Relaxed);
+        let _routes = RouteGuard {
+            routes: &inner.routes,
+            fetch: token,
+        };
         let mut writer = self.take_partial(&id, &owner);
+        if let Some(w) = writer.as_mut() {
+            w.set_options(options);
+        }
         if writer.is_none()
             && let Some(m) = inner.store.manifest(&id).await?
         {
@@ -558,7 +597,7 @@ impl BlobService {
                     (*peer, address),
                     (owner, options),
                     (&tx, &mut rx),
-                    &mut fetched,
+                    (token, &mut fetched),
                 )
                 .await;
             match attempt {
@@ -596,8 +635,11 @@ impl BlobService {
             w => {
                 inner.store.metrics().fetch(false);
                 let missing = w.as_ref().map_or(u32::MAX, BlobWriter::missing);
-                if let Some(writer) = w {
-                    self.keep_partial(id, owner, writer);
+                if let Some(mut writer) = w {
+                    // Written out, so that a kept import holds no chunk bytes in memory.
+                    if writer.sync().await.is_ok() {
+                        self.keep_partial(id, owner, writer);
+                    }
                 }
                 Err(FetchError::Failed {
                     id,
@@ -625,12 +667,13 @@ impl BlobService {
         partials.push_back(Partial { id, owner, writer });
     }
 
-    fn new_request(&self, peer: PeerId, tx: &mpsc::Sender<(u64, Response)>) -> u64 {
+    fn new_request(&self, peer: PeerId, fetch: u64, tx: &mpsc::Sender<(u64, Response)>) -> u64 {
         let id = self.inner.next_request.fetch_add(1, Ordering::Relaxed);
         lock(&self.inner.routes).insert(
             id,
             Route {
                 peer,
+                fetch,
                 tx: tx.clone(),
             },
         );
@@ -658,7 +701,7 @@ impl BlobService {
     async fn fetch_manifest(
         &self,
         id: BlobId,
-        (peer, address): (PeerId, &str),
+        (peer, address, token): (PeerId, &str, u64),
         (tx, rx): Answers<'_>,
     ) -> Result<Option<Manifest>, Attempt> {
         let inner = &self.inner;
@@ -667,7 +710,7 @@ impl BlobService {
             if inner.stopped.load(Ordering::Relaxed) {
                 return Err(Attempt::Failed);
             }
-            let rid = self.new_request(peer, tx);
+            let rid = self.new_request(peer, token, tx);
             let mut answer = None;
             if self
                 .send_request(peer, address, rid, Request::GetManifest(id))
@@ -720,13 +763,13 @@ impl BlobService {
         (peer, address): (PeerId, &str),
         (owner, options): (PeerId, PutOptions),
         answers: Answers<'_>,
-        fetched: &mut u32,
+        (token, fetched): (u64, &mut u32),
     ) -> Result<Attempt, FetchError> {
         let inner = &self.inner;
         let (tx, rx) = answers;
         if writer.is_none() {
             match self
-                .fetch_manifest(id, (peer, address), (tx, &mut *rx))
+                .fetch_manifest(id, (peer, address, token), (tx, &mut *rx))
                 .await
             {
                 Ok(Some(m)) => {
@@ -747,6 +790,7 @@ impl BlobService {
             id,
             peer,
             address,
+            token,
             in_flight: HashMap::new(),
             requested: HashSet::new(),
             cursor: 0,
@@ -824,7 +868,7 @@ impl BlobService {
             }
             let Some(index) = next else { return };
             d.cursor = index + 1;
-            let rid = self.new_request(d.peer, tx);
+            let rid = self.new_request(d.peer, d.token, tx);
             if self
                 .send_request(d.peer, d.address, rid, Request::GetChunk(d.id, index))
                 .await
@@ -921,6 +965,8 @@ struct Download<'a> {
     id: BlobId,
     peer: PeerId,
     address: &'a str,
+    /// The fetch's token, for its routes.
+    token: u64,
     /// request id -> (chunk index, deadline)
     in_flight: HashMap<u64, (u32, Duration)>,
     requested: HashSet<u32>,

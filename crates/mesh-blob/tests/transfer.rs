@@ -442,3 +442,31 @@ async fn garbage_and_unasked_answers_are_counted_and_ignored() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_cancelled_fetch_leaves_no_request_behind() {
+    let net = MemoryNetwork::new(TokioRuntime::current(), LinkConfig::default());
+    let b = node(
+        &net,
+        "b",
+        blob_config(),
+        TransferConfig {
+            request_timeout: Duration::from_secs(30),
+            ..quick()
+        },
+    )
+    .await;
+    let providers = [raw_peer(&net, "silent", |_| None)];
+    let fetch = b.service.fetch(
+        BlobId::from_bytes([5; 32]),
+        &providers,
+        b.peer(),
+        PutOptions::default(),
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), fetch)
+            .await
+            .is_err()
+    );
+    assert_eq!(b.service.requests_in_flight(), 0);
+}

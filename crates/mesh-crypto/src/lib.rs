@@ -34,6 +34,7 @@ mod error;
 pub mod hash;
 mod identity;
 mod signed;
+pub mod stream;
 mod time;
 pub mod wire;
 
