@@ -5,6 +5,7 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod blob;
 mod crypto;
 mod dht;
 mod storage;
@@ -17,7 +18,7 @@ use std::time::Duration;
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(suite) = args.first() else {
-        eprintln!("usage: mesh-bench crypto|dht|storage|transport [--quick] [--json PATH]");
+        eprintln!("usage: mesh-bench blob|crypto|dht|storage|transport [--quick] [--json PATH]");
         return ExitCode::from(2);
     };
     let quick = args.iter().any(|a| a == "--quick");
@@ -25,11 +26,7 @@ fn main() -> ExitCode {
         .iter()
         .position(|a| a == "--json")
         .and_then(|i| args.get(i + 1));
-    let budget = if quick {
-        Duration::from_millis(20)
-    } else {
-        Duration::from_secs(1)
-    };
+    let budget = Duration::from_millis(if quick { 20 } else { 1000 });
     let mut extra = serde_json::Map::new();
     let results = match suite.as_str() {
         "crypto" => crypto::run(budget),
@@ -67,6 +64,14 @@ fn main() -> ExitCode {
             );
             report.ours
         }
+        "blob" => {
+            let Some(results) = blob_suite(quick, &mut extra) else {
+                return ExitCode::FAILURE;
+            };
+            results
+        }
+        // Internal: one peak-memory measurement of the blob suite, in a process of its own.
+        "blob-peak" => return blob_peak(&args),
         "dht" => {
             report_baseline(
                 &mut extra,
@@ -95,7 +100,7 @@ fn main() -> ExitCode {
             report.ours
         }
         other => {
-            eprintln!("unknown suite {other}; known: crypto, dht, storage, transport");
+            eprintln!("unknown suite {other}; known: blob, crypto, dht, storage, transport");
             return ExitCode::from(2);
         }
     };
@@ -133,6 +138,80 @@ fn tracked_peers(extra: &mut serde_json::Map<String, serde_json::Value>, peers: 
 }
 
 /// Prints a same-run baseline and records it for the JSON report.
+/// `blob-peak KIND OP BYTES`: prints the resident set before and at its peak, in bytes.
+fn blob_peak(args: &[String]) -> ExitCode {
+    let (Some(kind), Some(op), Some(Ok(bytes))) = (
+        args.get(1),
+        args.get(2),
+        args.get(3).map(|b| b.parse::<usize>()),
+    ) else {
+        eprintln!("usage: mesh-bench blob-peak redb|sqlite put|get BYTES");
+        return ExitCode::from(2);
+    };
+    let Some(rt) = tokio_runtime() else {
+        return ExitCode::FAILURE;
+    };
+    match rt.block_on(blob::peak(kind, op, bytes)) {
+        Ok((before, peak)) => {
+            println!("{before} {peak}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The blob suite: throughput against raw file I/O, file size, peak memory.
+#[allow(clippy::cast_precision_loss)] // MiB for display
+fn blob_suite(
+    quick: bool,
+    extra: &mut serde_json::Map<String, serde_json::Value>,
+) -> Option<Vec<timing::Measurement>> {
+    let (total, big) = if quick {
+        (4 << 20, 16 << 20)
+    } else {
+        (256 << 20, 1 << 30)
+    };
+    let rt = tokio_runtime()?;
+    let report = rt.block_on(blob::run(total, big));
+    println!(
+        "\n{:<28} {:>14} {:>14} {:>8}",
+        "file size after writing", "logical bytes", "file bytes", "ratio"
+    );
+    for a in &report.amplification {
+        println!(
+            "{:<28} {:>14} {:>14} {:>8.2}",
+            a.what, a.logical_bytes, a.file_bytes, a.ratio
+        );
+    }
+    println!(
+        "\n{:<28} {:>14} {:>14}",
+        "peak resident memory", "before (MiB)", "peak (MiB)"
+    );
+    for p in &report.memory {
+        println!(
+            "{:<28} {:>14.1} {:>14.1}",
+            p.what,
+            p.rss_before as f64 / 1_048_576.0,
+            p.rss_peak as f64 / 1_048_576.0
+        );
+    }
+    println!();
+    report_baseline(
+        extra,
+        "raw file I/O of the same bytes (1 MiB writes with an fsync each, sequential read)",
+        &report.baseline,
+    );
+    extra.insert(
+        "amplification".into(),
+        serde_json::json!(report.amplification),
+    );
+    extra.insert("memory".into(), serde_json::json!(report.memory));
+    Some(report.ours)
+}
+
 fn report_baseline(
     extra: &mut serde_json::Map<String, serde_json::Value>,
     implementation: &str,

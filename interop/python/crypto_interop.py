@@ -2,8 +2,9 @@
 
   check VECTORS.json   libsodium recomputes every committed vector byte for byte
   check-platform V.json  the same for invites, keystore secrets and pin sets
-  check-protocol V.json  rebuilds the DHT and gossip vectors (records, messages, Bloom
-                       digests, partitions, frames) from their inputs
+  check-protocol V.json  rebuilds the DHT, gossip and blob vectors (records, messages, Bloom
+                       digests, partitions, frames, blob manifests and ids, transfer messages)
+                       from their inputs, and opens the private blobs with libsodium
   produce              libsodium makes fresh envelopes and records for the Rust side to open
                        (JSON on stdout; read by tests/tests/libsodium_interop.rs)
 """
@@ -15,6 +16,7 @@ import struct
 import sys
 
 import meshsodium as m
+import nacl.bindings as s
 
 
 def unhex(x):
@@ -234,7 +236,63 @@ def check_protocol(path):
     for f in v["gossip_frames"]:
         assert frames[f["kind"]].hex() == f["bytes"], f"gossip {f['kind']} frame"
         n += 1
-    print(f"libsodium and Python rebuilt {n} DHT and gossip vectors")
+    n += check_blobs(v)
+    print(f"libsodium and Python rebuilt {n} DHT, gossip and blob vectors")
+
+
+def blob_manifest(content, chunk_size):
+    """(manifest, blob id) of content cut at chunk_size (docs/PROTOCOL.md section 13)."""
+    chunks = [content[i:i + chunk_size] for i in range(0, len(content), chunk_size)]
+    hashes = b"".join(m.h256(c) for c in chunks)
+    manifest = bytes([1]) + struct.pack("<QII", len(content), chunk_size, len(chunks)) + hashes
+    blob_id = m.domain_hash("mesh/blob/v1", struct.pack("<QI", len(content), chunk_size), hashes)
+    return manifest, blob_id
+
+
+def check_blobs(v):
+    n = 0
+    for b in v["blobs"]:
+        manifest, blob_id = blob_manifest(unhex(b["content"]), b["chunk_size"])
+        assert manifest.hex() == b["manifest"], "blob manifest"
+        assert blob_id.hex() == b["id"], "blob id"
+        n += 1
+    blob = bytes([0xB1] * 32)
+    hello_manifest, hello_id = blob_manifest(b"hello", 1024)
+    head = lambda kind, rid: bytes([1, kind]) + struct.pack("<Q", rid)  # noqa: E731
+    expected = [
+        head(1, 1) + blob,
+        head(2, 2) + hello_id + hello_manifest,
+        head(3, 3) + blob + struct.pack("<I", 7),
+        head(4, 4) + blob + struct.pack("<I", 7) + bytes([1, 2, 3]),
+        head(5, 5) + blob,
+        head(6, 2**64 - 1),
+    ]
+    assert [x["bytes"] for x in v["blob_messages"]] == [e.hex() for e in expected], "blob messages"
+    n += len(expected)
+    segment = 65536 + s.crypto_secretstream_xchacha20poly1305_ABYTES
+    for p in v["private_blobs"]:
+        rpk, _, _, rxsk = m.keypair(unhex(p["recipient_seed"]))
+        spk = m.keypair(unhex(p["sender_seed"]))[0]
+        sender, _, key_plain = m.open_envelope(rpk, rxsk, b"mesh/blob/key/v1", unhex(p["key_envelope"]))
+        assert sender == spk, "key envelope sender"
+        content = unhex(p["content"])
+        _, blob_id = blob_manifest(content, 65408)
+        assert key_plain[0] == 1 and key_plain[1:33] == blob_id, "key bound to the blob id"
+        assert blob_id.hex() == p["blob_id"]
+        assert content[0] == 1, "private blob version"
+        state = s.crypto_secretstream_xchacha20poly1305_state()
+        s.crypto_secretstream_xchacha20poly1305_init_pull(state, content[1:25], key_plain[33:])
+        rest, out = content[25:], b""
+        while rest:
+            seg, rest = rest[:segment], rest[segment:]
+            msg, tag = s.crypto_secretstream_xchacha20poly1305_pull(state, seg, None)
+            want = s.crypto_secretstream_xchacha20poly1305_TAG_FINAL if not rest else \
+                s.crypto_secretstream_xchacha20poly1305_TAG_MESSAGE
+            assert tag == want, "segment tag"
+            out += msg
+        assert out == bytes(i % 251 for i in range(p["plaintext_len"])), "private blob plaintext"
+        n += 1
+    return n
 
 
 def produce():

@@ -1,6 +1,7 @@
-//! Test vectors for the DHT and gossip formats (docs/PROTOCOL.md §11, §12): DHT record keys and
-//! messages, gossip messages with their ids, Bloom digest filters, partitions and frames, all
-//! from fixed seeds. `interop/python/crypto_interop.py check-protocol` rebuilds every one with
+//! Test vectors for the DHT, gossip and blob formats (docs/PROTOCOL.md §11, §12, §13): DHT
+//! record keys and messages, gossip messages with their ids, Bloom digest filters, partitions
+//! and frames, blob manifests and ids, blob transfer messages and private blobs, all from fixed
+//! seeds. `interop/python/crypto_interop.py check-protocol` rebuilds every one with
 //! libsodium (PyNaCl) and plain Python.
 //!
 //! After an intentional format change: `cargo xtask vectors`.
@@ -12,6 +13,14 @@
     clippy::too_many_lines
 )] // test code: one vector file, built in one place
 
+use std::sync::Arc;
+
+use mesh_blob::BlobId;
+use mesh_blob::manifest::Manifest;
+use mesh_blob::private::{KEY_CONTEXT, PRIVATE_VERSION, SEGMENT_LEN, get_private};
+use mesh_blob::store::{BlobConfig, BlobStore, PutOptions, TABLES};
+use mesh_blob::wire::{Message as BlobMessage, Request, Response};
+use mesh_crypto::stream::{Pusher, StreamKey};
 use mesh_crypto::{Identity, UnixMillis};
 use mesh_dht::Key;
 use mesh_dht::message::{Body, Message, StoreStatus, WireContact};
@@ -20,6 +29,8 @@ use mesh_dht::{Record, RecordPayload};
 use mesh_gossip::bloom::Bloom;
 use mesh_gossip::message::{Digest, Frame, message_id, partition_of};
 use mesh_gossip::{GossipMessage, GossipPayload, MessageId};
+use mesh_platform::kv::{KvStore, Schema, Store};
+use mesh_store_memory::MemoryBackend;
 use serde_json::{Value, json};
 
 const PATH: &str = concat!(
@@ -138,16 +149,121 @@ fn generate() -> Value {
         json!({ "kind": "digest", "bytes": hex(&Frame::Digest(Digest { seed: 9, partition_bits: 2, partition: 1, filter: small }).encode()) }),
         json!({ "kind": "messages", "bytes": hex(&Frame::Messages(vec![vec![7; 3], vec![]]).encode()) }),
     ];
+    let (blobs, blob_messages, private_blobs) = blob_vectors();
     json!({
         "version": 1,
-        "description": "mesh DHT and gossip v1 vectors; see docs/PROTOCOL.md sections 11 and 12",
+        "description": "mesh DHT, gossip and blob v1 vectors; see docs/PROTOCOL.md sections 11 to 13",
         "dht_records": dht_records,
         "dht_messages": dht_messages,
         "gossip_messages": gossip_messages,
         "blooms": blooms,
         "partitions": partitions,
         "gossip_frames": frames,
+        "blobs": blobs,
+        "blob_messages": blob_messages,
+        "private_blobs": private_blobs,
     })
+}
+
+/// Content for the blob vectors: `len` bytes, byte i = i mod 251.
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| u8::try_from(i % 251).unwrap_or(0)).collect()
+}
+
+static BLOB_SCHEMA: Schema = Schema {
+    version: 1,
+    tables: &TABLES,
+    migrations: &[],
+};
+
+/// Manifests and ids; every transfer message; private blobs built with a fixed key, header,
+/// ephemeral secret and nonce, and checked to open with `mesh_blob::private`.
+fn blob_vectors() -> (Value, Value, Value) {
+    let blobs: Vec<Value> = [(0usize, 1024u32), (5, 1024), (2500, 1024), (3000, 65_408)]
+        .iter()
+        .map(|(len, cs)| {
+            let content = pattern(*len);
+            let m = Manifest::of(&content, *cs).unwrap();
+            json!({
+                "content": hex(&content), "chunk_size": cs,
+                "manifest": hex(&m.encode()), "id": hex(m.id().as_bytes()),
+            })
+        })
+        .collect();
+    let b = BlobId::from_bytes([0xb1; 32]);
+    let small = Manifest::of(b"hello", 1024).unwrap();
+    let messages = [
+        BlobMessage::Request(1, Request::GetManifest(b)),
+        BlobMessage::Response(2, Response::Manifest(small.id(), small.encode())),
+        BlobMessage::Request(3, Request::GetChunk(b, 7)),
+        BlobMessage::Response(4, Response::Chunk(b, 7, vec![1, 2, 3])),
+        BlobMessage::Response(5, Response::NotFound(b)),
+        BlobMessage::Response(u64::MAX, Response::Busy),
+    ];
+    let blob_messages: Vec<Value> = messages
+        .iter()
+        .map(|m| json!({ "bytes": hex(&m.encode()) }))
+        .collect();
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let sender = Identity::from_seed(&[0x63; 32]);
+    let recipient = Identity::from_seed(&[0x64; 32]);
+    let private_blobs: Vec<Value> = [100usize, SEGMENT_LEN + 64]
+        .iter()
+        .map(|len| {
+            let plaintext = pattern(*len);
+            let key = StreamKey::from_bytes([0x61; 32]);
+            let header = [0x62u8; 24];
+            let mut pusher = Pusher::with_header(&key, &header);
+            let mut content = vec![PRIVATE_VERSION];
+            content.extend_from_slice(&header);
+            let segments: Vec<&[u8]> = plaintext.chunks(SEGMENT_LEN).collect();
+            for (i, seg) in segments.iter().enumerate() {
+                content.extend(pusher.push(seg, i + 1 == segments.len()).unwrap());
+            }
+            let id = Manifest::of(&content, BlobConfig::default().chunk_size)
+                .unwrap()
+                .id();
+            let mut key_plain = vec![PRIVATE_VERSION];
+            key_plain.extend_from_slice(id.as_bytes());
+            key_plain.extend_from_slice(key.as_bytes());
+            let envelope = mesh_crypto::envelope::seal_deterministic(
+                &sender,
+                &recipient.peer_id(),
+                KEY_CONTEXT,
+                &key_plain,
+                &[0x65; 32],
+                &[0x66; 24],
+            )
+            .unwrap();
+            // The reader of the format opens it.
+            let opened = rt.block_on(async {
+                let kv: Arc<dyn KvStore> = Arc::new(
+                    Store::open(MemoryBackend::new(), &BLOB_SCHEMA)
+                        .await
+                        .unwrap(),
+                );
+                let store = BlobStore::open(kv, BlobConfig::default()).await.unwrap();
+                let stored = store
+                    .put(sender.peer_id(), &content, PutOptions::default(), T0)
+                    .await
+                    .unwrap();
+                assert_eq!(stored.id, id);
+                get_private(&store, &id, &recipient, &envelope)
+                    .await
+                    .unwrap()
+            });
+            assert_eq!(opened, plaintext);
+            json!({
+                "sender_seed": hex(&[0x63; 32]), "recipient_seed": hex(&[0x64; 32]),
+                "plaintext_len": len, "content": hex(&content), "blob_id": hex(id.as_bytes()),
+                "key_envelope": hex(&envelope),
+            })
+        })
+        .collect();
+    (json!(blobs), json!(blob_messages), json!(private_blobs))
 }
 
 #[test]

@@ -46,10 +46,10 @@ pub(crate) fn run(c: &mut Ci, suite: &str, release: bool, quick: bool) -> Result
         }
         // The storage suite measures its raw-file baseline itself, in the same process.
         // So do the dht (verify-first store), storage and transport (raw webrtc-rs) suites.
-        "dht" | "storage" | "transport" => ours["baseline"].clone(),
+        "blob" | "dht" | "storage" | "transport" => ours["baseline"].clone(),
         other => {
             return Err(format!(
-                "unknown suite {other}; known: crypto, dht, storage, transport"
+                "unknown suite {other}; known: blob, crypto, dht, storage, transport"
             ));
         }
     };
@@ -64,6 +64,20 @@ pub(crate) fn run(c: &mut Ci, suite: &str, release: bool, quick: bool) -> Result
                 a["logical_bytes"],
                 a["file_bytes"],
                 a["ratio"].as_f64().unwrap_or(f64::NAN)
+            );
+        }
+    }
+    if let Some(mem) = ours["memory"].as_array() {
+        table.push_str("\n| peak resident memory of the process | blob bytes | before (MiB) | peak (MiB) |\n|---|---:|---:|---:|\n");
+        for p in mem {
+            let mib = |v: &Value| v.as_f64().unwrap_or(f64::NAN) / 1_048_576.0;
+            let _ = writeln!(
+                table,
+                "| {} | {} | {:.1} | {:.1} |",
+                p["what"].as_str().unwrap_or("?"),
+                p["blob_bytes"],
+                mib(&p["rss_before"]),
+                mib(&p["rss_peak"])
             );
         }
     }

@@ -431,6 +431,13 @@ impl Ci {
                 )
             })
         });
+        self.step("bench smoke (blob, quick)", |c| {
+            crate::bench::run(c, "blob", false, true).map(|()| {
+                Outcome::PassedWithNote(
+                    "numbers not meaningful: debug build, 4 MiB blobs, 16 MiB for memory".into(),
+                )
+            })
+        });
         self.step("bench smoke (dht, quick)", |c| {
             crate::bench::run(c, "dht", false, true).map(|()| {
                 Outcome::PassedWithNote("numbers not meaningful: debug build, 20 ms budgets".into())

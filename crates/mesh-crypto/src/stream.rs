@@ -87,6 +87,21 @@ impl Pusher {
         )
     }
 
+    /// [`Pusher::new`] with a caller-chosen header, for reproducible test vectors (the
+    /// state a header and key give is the same for both ends).
+    ///
+    /// Reusing a header with the same key destroys confidentiality: never use this outside
+    /// tests.
+    #[cfg(feature = "test-vectors")]
+    pub fn with_header(key: &StreamKey, header: &[u8; HEADER_LEN]) -> Self {
+        let mut state = State::new();
+        crypto_secretstream_xchacha20poly1305_init_pull(&mut state, header, key.as_bytes());
+        Self {
+            state,
+            finished: false,
+        }
+    }
+
     /// Encrypts the next message (`last`: the final one, after which the stream is closed).
     ///
     /// # Errors
