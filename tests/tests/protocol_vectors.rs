@@ -167,7 +167,9 @@ fn generate() -> Value {
 
 /// Content for the blob vectors: `len` bytes, byte i = i mod 251.
 fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| u8::try_from(i % 251).unwrap_or(0)).collect()
+    (0..len)
+        .map(|i| u8::try_from(i % 251).unwrap_or(0))
+        .collect()
 }
 
 static BLOB_SCHEMA: Schema = Schema {

@@ -221,3 +221,42 @@ impl KvBackend for IndexedDbBackend {
         Ok(())
     }
 }
+
+/// A `StoreFactory` of IndexedDB stores under names unique to the factory (so runs never see
+/// each other's data), for the conformance suites (`mesh-platform`'s and the blob store's).
+#[cfg(all(feature = "conformance", target_arch = "wasm32"))]
+pub mod conformance {
+    use async_trait::async_trait;
+    use mesh_platform::conformance::StoreFactory;
+    use mesh_platform::kv::{KvError, Schema, Store};
+
+    use super::IndexedDbBackend;
+
+    /// IndexedDB databases named `PREFIX-RANDOM-NAME`.
+    #[derive(Debug)]
+    pub struct Factory {
+        prefix: String,
+    }
+
+    impl Factory {
+        /// A factory whose databases start with `prefix`.
+        pub fn new(prefix: &str) -> Self {
+            Self {
+                prefix: format!("{prefix}-{}", js_sys::Math::random().to_bits()),
+            }
+        }
+    }
+
+    #[async_trait(?Send)]
+    impl StoreFactory for Factory {
+        type Store = Store<IndexedDbBackend>;
+
+        async fn open(&self, name: &str, schema: &'static Schema) -> Result<Self::Store, KvError> {
+            Store::open(
+                IndexedDbBackend::open(&format!("{}-{name}", self.prefix)).await?,
+                schema,
+            )
+            .await
+        }
+    }
+}

@@ -136,3 +136,39 @@ mod tests {
         );
     }
 }
+
+/// A `StoreFactory` of memory stores, for the conformance suites (`mesh-platform`'s and the
+/// blob store's): the same name reaches the same data for as long as the factory lives.
+#[cfg(feature = "conformance")]
+pub mod conformance {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use mesh_platform::conformance::StoreFactory;
+    use mesh_platform::kv::{KvError, Schema, Store};
+
+    use super::{MemoryBackend, SharedMap};
+
+    /// Memory stores by name.
+    #[derive(Debug, Default)]
+    pub struct Factory {
+        maps: Mutex<HashMap<String, SharedMap>>,
+    }
+
+    #[async_trait(?Send)]
+    impl StoreFactory for Factory {
+        type Store = Store<MemoryBackend>;
+
+        async fn open(&self, name: &str, schema: &'static Schema) -> Result<Self::Store, KvError> {
+            let map = self
+                .maps
+                .lock()
+                .map_err(|_| KvError::Closed)?
+                .entry(name.to_string())
+                .or_default()
+                .clone();
+            Store::open(MemoryBackend::with_map(map), schema).await
+        }
+    }
+}

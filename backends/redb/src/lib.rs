@@ -269,3 +269,49 @@ impl KvBackend for RedbBackend {
         Ok(())
     }
 }
+
+/// A `StoreFactory` of redb stores in a temporary directory (removed with the factory), for
+/// the conformance suites (`mesh-platform`'s and the blob store's).
+#[cfg(feature = "conformance")]
+pub mod conformance {
+    use async_trait::async_trait;
+    use mesh_platform::conformance::StoreFactory;
+    use mesh_platform::kv::{KvError, Schema, Store};
+
+    use super::RedbBackend;
+
+    /// redb files in one temporary directory, by name.
+    #[derive(Debug)]
+    pub struct Factory {
+        dir: tempfile::TempDir,
+    }
+
+    impl Factory {
+        /// A factory over a new temporary directory.
+        ///
+        /// # Panics
+        /// If no temporary directory can be made (a test environment problem).
+        #[allow(clippy::expect_used)]
+        pub fn new() -> Self {
+            Self {
+                dir: tempfile::tempdir().expect("a temporary directory"),
+            }
+        }
+    }
+
+    impl Default for Factory {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+
+    #[async_trait(?Send)]
+    impl StoreFactory for Factory {
+        type Store = Store<RedbBackend>;
+
+        async fn open(&self, name: &str, schema: &'static Schema) -> Result<Self::Store, KvError> {
+            let backend = RedbBackend::open(self.dir.path().join(format!("{name}.redb"))).await?;
+            Store::open(backend, schema).await
+        }
+    }
+}
