@@ -25,6 +25,7 @@ use mesh_store_redb::{RedbBackend, RedbOptions};
 use mesh_store_sqlite::SqliteBackend;
 use serde::Serialize;
 
+use crate::storage::{Amplification, dir_bytes};
 use crate::timing::Measurement;
 
 static SCHEMA: Schema = Schema {
@@ -36,15 +37,6 @@ static SCHEMA: Schema = Schema {
 const PIECE: usize = 1 << 20;
 /// redb's page cache in this suite: small, so the memory figure shows the store's own needs.
 const REDB_CACHE: usize = 16 << 20;
-
-/// File size after writing, per backend.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct Amplification {
-    pub(crate) what: String,
-    pub(crate) logical_bytes: u64,
-    pub(crate) file_bytes: u64,
-    pub(crate) ratio: f64,
-}
 
 /// Peak resident memory while putting or getting one blob.
 #[derive(Debug, Clone, Serialize)]
@@ -92,15 +84,6 @@ fn m(name: String, ns: f64, bytes: u64) -> Measurement {
         iterations: 1,
         bytes_per_op: bytes,
     }
-}
-
-fn dir_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir).map_or(0, |rd| {
-        rd.filter_map(Result::ok)
-            .filter_map(|e| e.metadata().ok())
-            .map(|m| m.len())
-            .sum()
-    })
 }
 
 /// Resets the process's peak resident set (Linux: `clear_refs` 5); false if unsupported.

@@ -74,7 +74,7 @@ fn elapsed_ns(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e9
 }
 
-fn dir_bytes(dir: &Path) -> u64 {
+pub(crate) fn dir_bytes(dir: &Path) -> u64 {
     std::fs::read_dir(dir).map_or(0, |rd| {
         rd.filter_map(Result::ok)
             .filter_map(|e| e.metadata().ok())
