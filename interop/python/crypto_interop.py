@@ -237,7 +237,47 @@ def check_protocol(path):
         assert frames[f["kind"]].hex() == f["bytes"], f"gossip {f['kind']} frame"
         n += 1
     n += check_blobs(v)
-    print(f"libsodium and Python rebuilt {n} DHT, gossip and blob vectors")
+    n += check_recovery(v["recovery"])
+    print(f"libsodium and Python rebuilt {n} DHT, gossip, blob and recovery vectors")
+
+
+def check_recovery(r):
+    """Rebuilds the recovery vectors (docs/PROTOCOL.md section 14) with libsodium."""
+    never = 2**64 - 1
+    opk, osk, _, _ = m.keypair(unhex(r["owner_seed"]))
+    gpk, gsk, _, gxsk = m.keypair(unhex(r["guardian_seeds"][0]))
+    hpk = m.keypair(unhex(r["guardian_seeds"][1]))[0]
+    dpk, dsk, _, _ = m.keypair(unhex(r["device_seed"]))
+    set_id, t0 = unhex(r["set_id"]), r["created_at"]
+    entries = b""
+    for g, sh in zip((gpk, hpk), r["shares"]):
+        y, salt = unhex(sh["y"]), unhex(sh["salt"])
+        c = m.domain_hash("mesh/recovery-share/v1", set_id, bytes([sh["x"]]), y, salt)
+        entries += g + bytes([sh["x"]]) + c
+    payload = bytes([1]) + set_id + bytes([r["k"], 2]) + entries
+    guardian_set = signed(osk, opk, "mesh/recovery-set/v1", t0, never, payload)
+    assert guardian_set.hex() == r["guardian_set"], "guardian set rebuilt byte for byte"
+    sh = r["shares"][0]
+    plain = bytes([1]) + bytes(32) + bytes([sh["x"]]) + unhex(sh["y"]) + unhex(sh["salt"]) + guardian_set
+    grant = m.seal(osk, opk, gpk, b"mesh/recovery/grant/v1", plain, unhex(r["grant_ephemeral"]), unhex(r["grant_nonce"]))
+    assert grant.hex() == r["grant"], "grant envelope rebuilt byte for byte"
+    sender, _, opened = m.open_envelope(gpk, gxsk, b"mesh/recovery/grant/v1", grant)
+    assert sender == opk and opened == plain, "the guardian opens its grant"
+    ack = signed(gsk, gpk, "mesh/recovery-ack/v1", t0, never, bytes([1, 1]) + opk + set_id)
+    assert ack.hex() == r["ack"], "acknowledgement"
+    req_payload = bytes([1]) + opk + bytes(32) + unhex(r["request_nonce"])
+    request = signed(dsk, dpk, "mesh/recovery-request/v1", t0, r["request_expires_at"], req_payload)
+    assert request.hex() == r["request"], "request"
+    request_id = m.domain_hash("mesh/recovery-request/v1", request[:-64])
+    assert request_id.hex() == r["request_id"], "request id"
+    code = int.from_bytes(m.domain_hash("mesh/recovery-code/v1", request_id)[:4], "little") % 1_000_000
+    assert f"{code:06d}" == r["verification_code"], "verification code"
+    status = signed(gsk, gpk, "mesh/recovery-status/v1", t0, never, bytes([1]) + request_id + bytes([1]))
+    assert status.hex() == r["status"], "status"
+    revocation = signed(osk, opk, "mesh/recovery-revoke/v1", t0, never, bytes([1]) + set_id)
+    assert revocation.hex() == r["revocation"], "revocation"
+    assert (bytes([1, 3]) + request).hex() == r["request_frame"], "recovery frame"
+    return 9
 
 
 def blob_manifest(content, chunk_size):

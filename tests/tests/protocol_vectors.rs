@@ -30,6 +30,12 @@ use mesh_gossip::bloom::Bloom;
 use mesh_gossip::message::{Digest, Frame, message_id, partition_of};
 use mesh_gossip::{GossipMessage, GossipPayload, MessageId};
 use mesh_platform::kv::{KvStore, Schema, Store};
+use mesh_recovery::message::{
+    Ack, AckKind, Frame as RecoveryFrame, GRANT_CONTEXT, GuardianEntry, GuardianSet,
+    RecoveryRequest, RequestStatus, Revocation, SealedShare, StatusReport, commitment,
+};
+use mesh_recovery::shamir::Share;
+use mesh_recovery::verification_code;
 use mesh_store_memory::MemoryBackend;
 use serde_json::{Value, json};
 
@@ -150,9 +156,10 @@ fn generate() -> Value {
         json!({ "kind": "messages", "bytes": hex(&Frame::Messages(vec![vec![7; 3], vec![]]).encode()) }),
     ];
     let (blobs, blob_messages, private_blobs) = blob_vectors();
+    let recovery = recovery_vectors();
     json!({
         "version": 1,
-        "description": "mesh DHT, gossip and blob v1 vectors; see docs/PROTOCOL.md sections 11 to 13",
+        "description": "mesh DHT, gossip, blob and recovery v1 vectors; see docs/PROTOCOL.md sections 11 to 14",
         "dht_records": dht_records,
         "dht_messages": dht_messages,
         "gossip_messages": gossip_messages,
@@ -162,6 +169,118 @@ fn generate() -> Value {
         "blobs": blobs,
         "blob_messages": blob_messages,
         "private_blobs": private_blobs,
+        "recovery": recovery,
+    })
+}
+
+/// The recovery formats: a guardian set with its commitments, a sealed grant (fixed ephemeral
+/// secret and nonce), an acknowledgement, a request with its verification code, a status, a
+/// revocation, and a frame.
+fn recovery_vectors() -> Value {
+    let owner = Identity::from_seed(&[0x71; 32]);
+    let guardian = Identity::from_seed(&[0x73; 32]);
+    let other = Identity::from_seed(&[0x74; 32]);
+    let device = Identity::from_seed(&[0x79; 32]);
+    let set_id = [0x72u8; 32];
+    let shares = [
+        (
+            Share {
+                x: 1,
+                y: [0x75; 32],
+            },
+            [0x77u8; 32],
+        ),
+        (
+            Share {
+                x: 2,
+                y: [0x76; 32],
+            },
+            [0x78u8; 32],
+        ),
+    ];
+    let guardians = [guardian.peer_id(), other.peer_id()]
+        .iter()
+        .zip(&shares)
+        .map(|(g, (share, salt))| GuardianEntry {
+            guardian: *g,
+            x: share.x,
+            commitment: commitment(&set_id, share, salt),
+        })
+        .collect();
+    let set = mesh_crypto::Signed::sign(
+        &owner,
+        GuardianSet {
+            set_id,
+            k: 2,
+            guardians,
+        },
+        T0,
+        UnixMillis::NEVER,
+    )
+    .unwrap();
+    let sealed = SealedShare {
+        request_id: mesh_crypto::Hash256::default(),
+        share: shares[0].0.clone(),
+        salt: shares[0].1,
+        set: set.as_bytes().to_vec(),
+    };
+    let grant = mesh_crypto::envelope::seal_deterministic(
+        &owner,
+        &guardian.peer_id(),
+        GRANT_CONTEXT,
+        &sealed.encode(),
+        &[0x7b; 32],
+        &[0x7c; 24],
+    )
+    .unwrap();
+    let sign = |who: &Identity| who.peer_id();
+    let ack = mesh_crypto::Signed::sign(
+        &guardian,
+        Ack {
+            kind: AckKind::Stored,
+            owner: sign(&owner),
+            set_id,
+        },
+        T0,
+        UnixMillis::NEVER,
+    )
+    .unwrap();
+    let request = mesh_crypto::Signed::sign(
+        &device,
+        RecoveryRequest {
+            owner: sign(&owner),
+            set_id: [0; 32],
+            nonce: [0x7a; 16],
+        },
+        T0,
+        UnixMillis(T0.0 + 86_400_000),
+    )
+    .unwrap();
+    let status = mesh_crypto::Signed::sign(
+        &guardian,
+        StatusReport {
+            request_id: *request.id(),
+            status: RequestStatus::Pending,
+        },
+        T0,
+        UnixMillis::NEVER,
+    )
+    .unwrap();
+    let revocation =
+        mesh_crypto::Signed::sign(&owner, Revocation { set_id }, T0, UnixMillis::NEVER).unwrap();
+    json!({
+        "owner_seed": hex(&[0x71; 32]), "guardian_seeds": [hex(&[0x73; 32]), hex(&[0x74; 32])],
+        "device_seed": hex(&[0x79; 32]), "set_id": hex(&set_id), "k": 2, "created_at": T0.0,
+        "shares": shares.iter().map(|(s, salt)| json!({ "x": s.x, "y": hex(&s.y), "salt": hex(salt) })).collect::<Vec<_>>(),
+        "guardian_set": hex(set.as_bytes()),
+        "grant": hex(&grant), "grant_ephemeral": hex(&[0x7b; 32]), "grant_nonce": hex(&[0x7c; 24]),
+        "ack": hex(ack.as_bytes()),
+        "request": hex(request.as_bytes()), "request_nonce": hex(&[0x7a; 16]),
+        "request_expires_at": T0.0 + 86_400_000, "request_id": hex(request.id().as_bytes()),
+        "verification_code": verification_code(request.id()),
+        "status": hex(status.as_bytes()),
+        "revocation": hex(revocation.as_bytes()),
+        "request_frame": hex(&RecoveryFrame::Request(request.as_bytes().to_vec()).encode()),
     })
 }
 

@@ -1,0 +1,416 @@
+//! Social recovery in the simulator: guardians offline while the owner protects its key and
+//! coming back; a recovery with a lying guardian (named, its share discarded) and too few
+//! honest guardians (a clean error), then enough; replayed, forged and misattributed requests
+//! refused; a refresh that leaves the old set useless; and no secret or share in any frame.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::many_single_char_names,
+    clippy::too_many_lines
+)] // test code: each test is one scenario, told in order
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mesh_crypto::{Identity, PeerId, Signed, envelope};
+use mesh_recovery::RequestStatus;
+use mesh_recovery::message::{Frame, RELEASE_CONTEXT, RecoveryRequest, SetId};
+use mesh_recovery::node::{Event, Output, RecoveryConfig, RecoveryError, RecoveryNode};
+use mesh_recovery::shamir::{self, ShamirError};
+use mesh_sim::{Action, NetConfig, Node, Now, Sim, UNIX_START, address};
+
+/// A peer in the simulation: the recovery core, every frame it sent, and optionally a liar
+/// that answers requests with a corrupted share.
+struct Peer {
+    id: Arc<Identity>,
+    core: RecoveryNode,
+    sent: Vec<Vec<u8>>,
+    liar: bool,
+    /// Frames the liar made itself, waiting to be sent.
+    core_out: Vec<(PeerId, String, Vec<u8>)>,
+}
+
+impl Node for Peer {
+    type Event = Event;
+
+    fn handle(&mut self, from: PeerId, address: &str, bytes: &[u8], now: Now) {
+        if self.liar
+            && let Ok(Frame::Request(b)) = Frame::decode(bytes)
+            && let Ok(req) = Signed::<RecoveryRequest>::decode(&b, now.unix)
+        {
+            // A guardian that lies: its real share with one byte changed, sealed and signed
+            // properly, so only the commitment can tell.
+            let owner = req.payload().owner;
+            let held = self.core.held();
+            let Some((_, set_id)) = held.iter().find(|(o, _)| *o == owner) else {
+                return;
+            };
+            let mut s = self.core.open_held(&owner, set_id, now.unix).unwrap();
+            s.request_id = *req.id();
+            s.share.y[0] ^= 0x55;
+            let env = envelope::seal(&self.id, &from, RELEASE_CONTEXT, &s.encode()).unwrap();
+            let bytes = Frame::Release(env).encode();
+            self.sent.push(bytes.clone());
+            self.core_out.push((from, address.to_string(), bytes));
+            return;
+        }
+        self.core.handle(from, address, bytes, now.unix);
+    }
+
+    fn tick(&mut self, now: Now) {
+        self.core.tick(now.unix);
+    }
+
+    fn next_deadline(&self) -> Duration {
+        self.core.next_wakeup().map_or(Duration::MAX, |t| {
+            Duration::from_millis(t.0.saturating_sub(UNIX_START))
+        })
+    }
+
+    fn poll(&mut self) -> Option<Action<Event>> {
+        if let Some((to, address, bytes)) = self.core_out.pop() {
+            return Some(Action::Send { to, address, bytes });
+        }
+        self.core.poll().map(|o| match o {
+            Output::Send { to, address, bytes } => {
+                self.sent.push(bytes.clone());
+                Action::Send { to, address, bytes }
+            }
+            Output::Event(e) => Action::Event(e),
+        })
+    }
+}
+
+impl Peer {
+    fn new(seed: u8, config: RecoveryConfig) -> Self {
+        let id = Arc::new(Identity::from_seed(&[seed; 32]));
+        Self {
+            core: RecoveryNode::new(Arc::clone(&id), config),
+            id,
+            sent: Vec::new(),
+            liar: false,
+            core_out: Vec::new(),
+        }
+    }
+}
+
+fn auto_release() -> RecoveryConfig {
+    RecoveryConfig {
+        require_approval: false,
+        ..RecoveryConfig::default()
+    }
+}
+
+/// Owner 0, guardians 1..=5 (5 lies), new device 6.
+fn network() -> Sim<Peer> {
+    let mut sim = Sim::new(NetConfig::default());
+    for seed in 0..=6u8 {
+        let mut p = Peer::new(seed + 1, auto_release());
+        p.liar = seed == 5;
+        let peer = p.id.peer_id();
+        sim.add(peer, p);
+    }
+    sim
+}
+
+fn guardians(sim: &Sim<Peer>, which: &[usize]) -> Vec<(PeerId, String)> {
+    which.iter().map(|&i| (sim.peer(i), address(i))).collect()
+}
+
+fn run(sim: &mut Sim<Peer>, secs: u64) -> Vec<(usize, Event)> {
+    sim.run_until(sim.now().monotonic + Duration::from_secs(secs));
+    sim.take_events()
+}
+
+fn protect(sim: &mut Sim<Peer>, which: &[usize], k: u8) -> SetId {
+    let g = guardians(sim, which);
+    sim.with(0, |p, now| p.core.protect(&g, k, now.unix))
+        .unwrap()
+}
+
+#[test]
+fn guardians_come_back_a_liar_is_named_and_k_good_shares_recover_the_key() {
+    let mut sim = network();
+    let owner = sim.peer(0);
+    // Guardians 1 and 2 are away while the owner protects its key.
+    sim.set_online(1, false);
+    sim.set_online(2, false);
+    let set = protect(&mut sim, &[1, 2, 3, 4, 5], 3);
+    let events = run(&mut sim, 5);
+    let acked: Vec<PeerId> = events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::Acknowledged { guardian, .. } => Some(*guardian),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acked.len(), 3);
+    let pending = sim.with(0, |p, _| p.core.unacknowledged(&set));
+    assert_eq!(pending, vec![sim.peer(1), sim.peer(2)]);
+    // They come back; the owner's next resend (every 30 s) reaches them.
+    sim.set_online(1, true);
+    sim.set_online(2, true);
+    let events = run(&mut sim, 40);
+    assert!(
+        events
+            .iter()
+            .any(|(i, e)| *i == 0 && *e == Event::Protected { set_id: set }),
+        "{events:?}"
+    );
+    assert!(sim.with(0, |p, _| p.core.unacknowledged(&set)).is_empty());
+    for g in 1..=5 {
+        assert_eq!(sim.node(g).core.held(), vec![(owner, set)]);
+    }
+
+    // The owner's device is lost. The new device (6) asks everyone; 3 and 4 are away, so only
+    // 1, 2 (honest) and 5 (lying) answer.
+    sim.set_online(0, false);
+    sim.set_online(3, false);
+    sim.set_online(4, false);
+    let all = guardians(&sim, &[1, 2, 3, 4, 5]);
+    let codes = sim
+        .with(6, |p, now| p.core.recover(owner, &all, None, now.unix))
+        .unwrap();
+    assert_eq!(codes.len(), 5);
+    assert!(codes.iter().all(|(_, c)| c.len() == 6));
+    let events = run(&mut sim, 10);
+    let bad: Vec<&Event> = events
+        .iter()
+        .filter(|(i, e)| *i == 6 && matches!(e, Event::BadShare { .. }))
+        .map(|(_, e)| e)
+        .collect();
+    assert_eq!(
+        bad,
+        vec![&Event::BadShare {
+            owner,
+            guardian: sim.peer(5),
+            reason: "share does not match its commitment"
+        }],
+        "the liar is named"
+    );
+    let accepted = events
+        .iter()
+        .filter(|(i, e)| *i == 6 && matches!(e, Event::ShareAccepted { .. }))
+        .count();
+    assert_eq!(accepted, 2);
+    // Two good shares of three: a clean error, never a wrong key.
+    let e = sim
+        .with(6, |p, _| p.core.take_recovered(&owner))
+        .unwrap_err();
+    assert_eq!(
+        e,
+        RecoveryError::Shamir(ShamirError::NotEnoughShares { have: 2, need: 3 })
+    );
+
+    // Guardian 3 is back: asked again, it releases, and the key is whole.
+    sim.set_online(3, true);
+    let three = guardians(&sim, &[3]);
+    sim.with(6, |p, now| p.core.recover(owner, &three, None, now.unix))
+        .unwrap();
+    let events = run(&mut sim, 10);
+    assert!(
+        events
+            .iter()
+            .any(|(i, e)| *i == 6 && *e == Event::Recovered { owner })
+    );
+    let recovered = sim.with(6, |p, _| p.core.take_recovered(&owner)).unwrap();
+    assert_eq!(recovered.peer_id(), owner);
+    assert_eq!(*recovered.seed(), [1u8; 32], "the owner's seed itself");
+
+    // Nothing secret in any frame: not the seed, not any share.
+    let mut secrets: Vec<Vec<u8>> = vec![vec![1u8; 32]];
+    for g in 1..=5 {
+        let s = sim
+            .node(g)
+            .core
+            .open_held(&owner, &set, sim.now().unix)
+            .unwrap();
+        secrets.push(s.share.y.to_vec());
+    }
+    let mut frames = 0;
+    for i in 0..=6 {
+        for f in &sim.node(i).sent {
+            frames += 1;
+            for s in &secrets {
+                assert!(
+                    !f.windows(32).any(|w| w == s.as_slice()),
+                    "a secret in a frame of node {i}"
+                );
+            }
+        }
+    }
+    assert!(frames > 20);
+    // Nor in what guardians keep.
+    for g in 1..=5 {
+        let (_, _, grant) = sim.node(g).core.held_record(&(owner, set)).unwrap();
+        for s in &secrets {
+            assert!(!grant.windows(32).any(|w| w == s.as_slice()));
+        }
+    }
+}
+
+/// The REQUEST frames node `i` sent, in order.
+fn requests_sent(sim: &Sim<Peer>, i: usize) -> Vec<Vec<u8>> {
+    sim.node(i)
+        .sent
+        .iter()
+        .filter(|f| matches!(Frame::decode(f), Ok(Frame::Request(_))))
+        .cloned()
+        .collect()
+}
+
+fn refusals(events: &[(usize, Event)], at: usize) -> Vec<&'static str> {
+    events
+        .iter()
+        .filter_map(|(i, e)| match e {
+            Event::Refused { reason, .. } if *i == at => Some(*reason),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn replayed_forged_and_misattributed_requests_are_refused() {
+    let mut sim = network();
+    let owner = sim.peer(0);
+    protect(&mut sim, &[1, 2], 2);
+    run(&mut sim, 5);
+    let one = guardians(&sim, &[1]);
+    sim.with(6, |p, now| p.core.recover(owner, &one, None, now.unix))
+        .unwrap();
+    let events = run(&mut sim, 5);
+    let released = |events: &[(usize, Event)]| {
+        events
+            .iter()
+            .filter(|(i, e)| *i == 1 && matches!(e, Event::Released { .. }))
+            .count()
+    };
+    assert_eq!(released(&events), 1);
+    let request = requests_sent(&sim, 6).pop().unwrap();
+    let new_device = sim.peer(6);
+
+    // The same request again, from the same device: a replay.
+    sim.with(1, |p, now| {
+        p.core.handle(new_device, &address(6), &request, now.unix);
+    });
+    // The same request sent by another peer (it cannot be answered to its signer's key
+    // anyway, but it is refused before that).
+    let other = sim.peer(4);
+    sim.with(1, |p, now| {
+        p.core.handle(other, &address(4), &request, now.unix);
+    });
+    // A forged one: the signed bytes changed.
+    let mut forged = request.clone();
+    let n = forged.len();
+    forged[n - 70] ^= 1;
+    sim.with(1, |p, now| {
+        p.core.handle(new_device, &address(6), &forged, now.unix);
+    });
+    let events = run(&mut sim, 5);
+    assert_eq!(
+        refusals(&events, 1),
+        vec![
+            "replayed request",
+            "request not signed by the peer that sent it",
+            "bad request"
+        ]
+    );
+    assert_eq!(released(&events), 0, "nothing released to any of them");
+
+    // A request signed more than its validity ago is refused too.
+    sim.run_until(sim.now().monotonic + Duration::from_secs(25 * 3600));
+    let late = requests_sent(&sim, 6).pop().unwrap();
+    sim.with(1, |p, now| {
+        p.core.handle(new_device, &address(6), &late, now.unix);
+    });
+    let events = run(&mut sim, 5);
+    assert_eq!(refusals(&events, 1), vec!["bad request"]);
+}
+
+#[test]
+fn a_refresh_leaves_the_old_set_useless() {
+    let mut sim = network();
+    let owner = sim.peer(0);
+    let old = protect(&mut sim, &[1, 2, 3], 2);
+    run(&mut sim, 5);
+    let old_share = sim
+        .node(1)
+        .core
+        .open_held(&owner, &old, sim.now().unix)
+        .unwrap();
+
+    let g = guardians(&sim, &[3, 4, 6]);
+    let new = sim
+        .with(0, |p, now| p.core.refresh(&old, &g, 2, now.unix))
+        .unwrap();
+    let events = run(&mut sim, 5);
+    let revoked = events
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::ShareRevoked { set_id, .. } if *set_id == old))
+        .count();
+    assert_eq!(revoked, 3, "every old guardian deleted its share");
+    for g in [1, 2] {
+        assert!(sim.node(g).core.held().is_empty());
+    }
+    assert_eq!(sim.node(3).core.held(), vec![(owner, new)]);
+    assert!(sim.with(0, |p, _| p.core.unacknowledged(&old)).is_empty());
+
+    // The device is lost; a new one (5, here honest) asks the old guardians for the old set.
+    sim.node_mut_liar(5, false);
+    sim.set_online(0, false);
+    let old_guardians = guardians(&sim, &[1, 2, 3]);
+    sim.with(5, |p, now| {
+        p.core.recover(owner, &old_guardians, Some(old), now.unix)
+    })
+    .unwrap();
+    let events = run(&mut sim, 5);
+    let no_share = events
+        .iter()
+        .filter(|(i, e)| {
+            *i == 5
+                && matches!(
+                    e,
+                    Event::GuardianStatus {
+                        status: RequestStatus::NoShare,
+                        ..
+                    }
+                )
+        })
+        .count();
+    assert_eq!(no_share, 3);
+    assert!(sim.with(5, |p, _| p.core.take_recovered(&owner)).is_err());
+    // A share of the old set kept by someone does not combine with shares of the new one.
+    let new_share = sim
+        .node(4)
+        .core
+        .open_held(&owner, &new, sim.now().unix)
+        .unwrap();
+    let mixed = shamir::combine(&[old_share.share.clone(), new_share.share.clone()], 2);
+    let mixed = mixed.map(|s| Identity::from_seed(&s).peer_id());
+    assert_ne!(mixed, Ok(owner), "old and new shares do not make the key");
+
+    // The new set works.
+    let new_guardians = guardians(&sim, &[3, 4]);
+    sim.with(5, |p, now| {
+        p.core.recover(owner, &new_guardians, None, now.unix)
+    })
+    .unwrap();
+    let events = run(&mut sim, 5);
+    assert!(
+        events
+            .iter()
+            .any(|(i, e)| *i == 5 && *e == Event::Recovered { owner })
+    );
+}
+
+trait LiarSwitch {
+    fn node_mut_liar(&mut self, i: usize, liar: bool);
+}
+
+impl LiarSwitch for Sim<Peer> {
+    fn node_mut_liar(&mut self, i: usize, liar: bool) {
+        self.with(i, |p, _| p.liar = liar);
+    }
+}
