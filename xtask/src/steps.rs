@@ -21,6 +21,7 @@ const WASM_CRATES: &[&str] = &[
     "mesh-dht",
     "mesh-gossip",
     "mesh-blob",
+    "mesh-recovery",
 ];
 /// Browser test targets: (package, its integration tests).
 const WASM_TESTS: &[(&str, &[&str])] = &[
