@@ -613,7 +613,7 @@ impl Ci {
             )
         });
         self.step_needing(
-            "interop: libsodium + Python rebuild DHT and gossip vectors",
+            "interop: libsodium + Python rebuild DHT, gossip, blob and recovery vectors",
             &needs,
             |c| {
                 let py = c.venv_python().to_string_lossy().into_owned();

@@ -19,13 +19,16 @@ use tokio::sync::{mpsc, oneshot};
 use crate::message::SetId;
 use crate::node::{Event, Output, RecoveryConfig, RecoveryError, RecoveryNode};
 
-/// Shares a guardian keeps: `owner [32] || set_id [32] -> version u8 = 1 | received_at u64 LE |
-/// grant envelope` (the envelope as the owner sealed it to this guardian).
+/// Shares a guardian keeps, and sets revoked: `owner [32] || set_id [32] -> version u8 = 1 |
+/// kind u8 | at u64 LE | grant envelope`, kind 1 a share (`at`: received; the envelope as the
+/// owner sealed it to this guardian), kind 2 a revoked set (`at`: revoked; no envelope).
 pub const SHARES_TABLE: &str = "recovery/shares";
 /// The tables the recovery driver writes, for the node's `Schema`.
 pub const TABLES: [&str; 1] = [SHARES_TABLE];
 /// Version byte of the stored layout.
 pub const LAYOUT_VERSION: u8 = 1;
+const KIND_SHARE: u8 = 1;
+const KIND_REVOKED: u8 = 2;
 /// Commands waiting at most.
 pub const COMMAND_QUEUE: usize = 64;
 /// Events waiting in the channel to the application at most.
@@ -85,6 +88,9 @@ enum Command {
         Option<SetId>,
         Reply<Vec<(PeerId, String)>>,
     ),
+    RevokeAt(SetId, Guardians, Reply<()>),
+    AllowOwner(PeerId, bool, oneshot::Sender<()>),
+    Pending(oneshot::Sender<Vec<(Hash256, PeerId, PeerId)>>),
     Approve(Hash256, Reply<()>),
     Deny(Hash256, Reply<()>),
     TakeRecovered(PeerId, Reply<Identity>),
@@ -156,6 +162,32 @@ impl RecoveryHandle {
             .await??)
     }
 
+    /// See [`RecoveryNode::revoke_at`].
+    ///
+    /// # Errors
+    /// The core's refusal, or [`DriverError::Stopped`].
+    pub async fn revoke_at(&self, set_id: SetId, guardians: Guardians) -> Result<(), DriverError> {
+        Ok(self
+            .call(|r| Command::RevokeAt(set_id, guardians, r))
+            .await??)
+    }
+
+    /// See [`RecoveryNode::allow_owner`] (`allow` true) and [`RecoveryNode::forget_owner`].
+    ///
+    /// # Errors
+    /// [`DriverError::Stopped`].
+    pub async fn allow_owner(&self, owner: PeerId, allow: bool) -> Result<(), DriverError> {
+        self.call(|r| Command::AllowOwner(owner, allow, r)).await
+    }
+
+    /// See [`RecoveryNode::pending_requests`]: (request, owner, requester).
+    ///
+    /// # Errors
+    /// [`DriverError::Stopped`].
+    pub async fn pending_requests(&self) -> Result<Vec<(Hash256, PeerId, PeerId)>, DriverError> {
+        self.call(Command::Pending).await
+    }
+
     /// See [`RecoveryNode::approve`].
     ///
     /// # Errors
@@ -223,9 +255,27 @@ pub async fn load(
 ) -> Result<usize, KvError> {
     let mut restored = 0;
     let mut gone = Batch::new();
-    for (key, value) in read_table(store, SHARES_TABLE, PAGE).await? {
-        let ok = match (value.first(), value.get(1..9), value.get(9..)) {
-            (Some(&LAYOUT_VERSION), Some(at), Some(grant)) => {
+    let rows = read_table(store, SHARES_TABLE, PAGE).await?;
+    // Revocations first, so that no revoked share comes back.
+    let (revoked, shares): (Vec<_>, Vec<_>) = rows
+        .into_iter()
+        .partition(|(_, v)| v.get(..2) == Some(&[LAYOUT_VERSION, KIND_REVOKED][..]));
+    for (key, value) in revoked {
+        let owner = key.get(..32).and_then(|k| <[u8; 32]>::try_from(k).ok());
+        let set = key.get(32..).and_then(|k| <[u8; 32]>::try_from(k).ok());
+        match (owner, set, value.get(2..10)) {
+            (Some(o), Some(set), Some(at)) if value.len() == 10 => {
+                let at = UnixMillis(u64::from_le_bytes(at.try_into().unwrap_or_default()));
+                node.restore_revoked((PeerId::from_bytes_unvalidated(o), set), at);
+            }
+            _ => {
+                gone.delete(SHARES_TABLE, key);
+            }
+        }
+    }
+    for (key, value) in shares {
+        let ok = match (value.get(..2), value.get(2..10), value.get(10..)) {
+            (Some(&[LAYOUT_VERSION, KIND_SHARE]), Some(at), Some(grant)) => {
                 let at = UnixMillis(u64::from_le_bytes(at.try_into().unwrap_or_default()));
                 node.restore(grant, at, now).is_ok()
             }
@@ -329,8 +379,11 @@ impl<T: Transport + 'static, R: Runtime> Driver<T, R> {
                     self.node.tick(now);
                 }
             }
-            self.persist().await;
-            self.flush();
+            // Nothing is sent before the changes it confirms are written; if writing fails,
+            // the outputs wait for the next try.
+            if self.persist().await {
+                self.flush();
+            }
         }
     }
 
@@ -341,6 +394,16 @@ impl<T: Transport + 'static, R: Runtime> Driver<T, R> {
             Command::Protect(g, k, r) => drop(r.send(n.protect(&g, k, now))),
             Command::Refresh(old, g, k, r) => drop(r.send(n.refresh(&old, &g, k, now))),
             Command::Recover(owner, g, set, r) => drop(r.send(n.recover(owner, &g, set, now))),
+            Command::RevokeAt(set, g, r) => drop(r.send(n.revoke_at(&set, &g, now))),
+            Command::AllowOwner(owner, allow, r) => {
+                if allow {
+                    n.allow_owner(owner);
+                } else {
+                    n.forget_owner(&owner);
+                }
+                let _ = r.send(());
+            }
+            Command::Pending(r) => drop(r.send(n.pending_requests())),
             Command::Approve(id, r) => drop(r.send(n.approve(&id, now))),
             Command::Deny(id, r) => drop(r.send(n.deny(&id, now))),
             Command::TakeRecovered(owner, r) => drop(r.send(n.take_recovered(&owner))),
@@ -351,32 +414,40 @@ impl<T: Transport + 'static, R: Runtime> Driver<T, R> {
     }
 
     /// Writes share changes (before anything is sent: an acknowledgement follows a durable
-    /// write).
-    async fn persist(&mut self) {
-        let Some(store) = &self.store else { return };
+    /// write). Returns whether everything is written.
+    async fn persist(&mut self) -> bool {
+        let Some(store) = &self.store else {
+            return true;
+        };
         let mut keys = std::mem::take(&mut self.unsaved);
         keys.extend(self.node.take_changes());
         if keys.is_empty() {
-            return;
+            return true;
         }
         let mut batch = Batch::new();
         for key in &keys {
-            match self.node.held_record(key) {
-                Some((_, received_at, grant)) => {
-                    let mut v = Vec::with_capacity(9 + grant.len());
-                    v.push(LAYOUT_VERSION);
-                    v.extend_from_slice(&received_at.0.to_le_bytes());
-                    v.extend_from_slice(grant);
-                    batch.put(SHARES_TABLE, share_key(&key.0, &key.1), v);
-                }
-                None => {
-                    batch.delete(SHARES_TABLE, share_key(&key.0, &key.1));
-                }
+            let row = share_key(&key.0, &key.1);
+            if let Some((_, received_at, grant)) = self.node.held_record(key) {
+                let mut v = Vec::with_capacity(10 + grant.len());
+                v.extend_from_slice(&[LAYOUT_VERSION, KIND_SHARE]);
+                v.extend_from_slice(&received_at.0.to_le_bytes());
+                v.extend_from_slice(grant);
+                batch.put(SHARES_TABLE, row, v);
+            } else if let Some(at) = self.node.revoked_at(key) {
+                let mut v = vec![LAYOUT_VERSION, KIND_REVOKED];
+                v.extend_from_slice(&at.0.to_le_bytes());
+                batch.put(SHARES_TABLE, row, v);
+            } else {
+                batch.delete(SHARES_TABLE, row);
             }
         }
-        if let Err(e) = store.apply(batch).await {
-            tracing::warn!(error = %e, "recovery shares not written; trying again");
-            self.unsaved = keys;
+        match store.apply(batch).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "recovery shares not written; trying again");
+                self.unsaved = keys;
+                false
+            }
         }
     }
 
@@ -391,7 +462,19 @@ impl<T: Transport + 'static, R: Runtime> Driver<T, R> {
                 }
                 Output::Event(e) => {
                     if self.backlog.len() >= EVENT_BACKLOG {
-                        self.backlog.pop_front();
+                        // Refusals of remote frames go first: they are what a flood makes.
+                        match self
+                            .backlog
+                            .iter()
+                            .position(|e| matches!(e, Event::Refused { .. }))
+                        {
+                            Some(i) => {
+                                self.backlog.remove(i);
+                            }
+                            None => {
+                                self.backlog.pop_front();
+                            }
+                        }
                     }
                     self.backlog.push_back(e);
                 }

@@ -192,9 +192,13 @@ pub enum AckKind {
     Stored = 1,
     /// The set is revoked and its share deleted.
     Revoked = 2,
+    /// The guardian will not keep this share (it does not know the owner, is full, or the set
+    /// was revoked): the owner stops sending it.
+    Refused = 3,
 }
 
-/// A guardian's signed acknowledgement: `version u8 = 1 | kind u8 | owner [32] | set_id [32]`.
+/// A guardian's signed acknowledgement: `version u8 = 1 | kind u8 (1 stored, 2 revoked, 3
+/// refused) | owner [32] | set_id [32]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ack {
     /// What it confirms.
@@ -224,6 +228,7 @@ impl SignedPayload for Ack {
         let kind = match r.u8()? {
             1 => AckKind::Stored,
             2 => AckKind::Revoked,
+            3 => AckKind::Refused,
             _ => return Err(CryptoError::Malformed("unknown ack kind")),
         };
         let owner = PeerId::from_bytes(r.array::<32>()?)?;
@@ -289,6 +294,8 @@ pub enum RequestStatus {
     NoShare = 3,
     /// Too many releases for that owner lately.
     RateLimited = 4,
+    /// The guardian holds too many requests now: ask again later.
+    Busy = 5,
 }
 
 /// A guardian's signed answer about a request: `version u8 = 1 | request_id [32] | status u8`.
@@ -321,6 +328,7 @@ impl SignedPayload for StatusReport {
             2 => RequestStatus::Denied,
             3 => RequestStatus::NoShare,
             4 => RequestStatus::RateLimited,
+            5 => RequestStatus::Busy,
             _ => return Err(CryptoError::Malformed("unknown request status")),
         };
         r.finish()?;

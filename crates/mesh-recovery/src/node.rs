@@ -43,6 +43,14 @@ use crate::shamir::{self, SECRET_LEN, ShamirError, Share};
 
 /// A day, in milliseconds.
 const DAY_MS: u64 = 24 * 60 * 60 * 1000;
+/// The longest wait between two tries of a send.
+const MAX_BACKOFF_MS: u64 = 60 * 60 * 1000;
+
+/// When to try again after `attempts` tries.
+fn backoff(base: u64, attempts: u32) -> u64 {
+    base.saturating_mul(1u64 << attempts.min(20))
+        .min(MAX_BACKOFF_MS)
+}
 
 /// Limits and policy of a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,14 +65,27 @@ pub struct RecoveryConfig {
     pub releases_per_day: u32,
     /// How long a request stays valid (its signed expiry), in ms.
     pub request_validity_ms: u64,
-    /// How often an owner sends unacknowledged grants and revocations again, in ms.
+    /// How long an owner waits before sending an unacknowledged grant or revocation again,
+    /// and a recovering device an unanswered request, in ms (doubling after each try, up to an
+    /// hour).
     pub resend_interval_ms: u64,
+    /// Tries after which an owner gives up on a guardian ([`Event::GaveUp`]).
+    pub max_resends: u32,
+    /// Whether a guardian keeps shares only of owners the application accepted
+    /// ([`RecoveryNode::allow_owner`]): without it, any peer could fill its store.
+    pub require_known_owner: bool,
     /// Shares a guardian keeps at most (all owners).
     pub max_shares: usize,
     /// Sets of one owner a guardian keeps at most (the oldest goes).
     pub max_sets_per_owner: usize,
     /// Requests a guardian holds at most, pending.
     pub max_pending: usize,
+    /// Requests for one owner a guardian holds at most, pending (the oldest goes).
+    pub max_pending_per_owner: usize,
+    /// Revoked sets a guardian remembers at most (so that their shares cannot come back).
+    pub max_revoked: usize,
+    /// Releases a guardian keeps, to send again when a request is repeated.
+    pub max_released: usize,
     /// Request ids a guardian remembers at most (against replays, until they expire).
     pub max_seen: usize,
 }
@@ -77,9 +98,14 @@ impl Default for RecoveryConfig {
             releases_per_day: 3,
             request_validity_ms: DAY_MS,
             resend_interval_ms: 30_000,
+            max_resends: 20,
+            require_known_owner: true,
             max_shares: 10_000,
             max_sets_per_owner: 4,
             max_pending: 1024,
+            max_pending_per_owner: 4,
+            max_revoked: 10_000,
+            max_released: 1024,
             max_seen: 100_000,
         }
     }
@@ -162,6 +188,13 @@ pub enum Event {
         /// The set.
         set_id: SetId,
     },
+    /// Owner: a guardian never acknowledged after every try; nothing more is sent to it.
+    GaveUp {
+        /// The set.
+        set_id: SetId,
+        /// The guardian.
+        guardian: PeerId,
+    },
     /// Recovering: a good share came in.
     ShareAccepted {
         /// Whose key.
@@ -189,6 +222,12 @@ pub enum Event {
     },
     /// Recovering: the key is back ([`RecoveryNode::take_recovered`]).
     Recovered {
+        /// Whose key.
+        owner: PeerId,
+    },
+    /// Recovering: `k` shares that each matched their commitment did not give the owner's
+    /// key (the owner's own set is inconsistent); nothing is reported recovered.
+    CombineFailed {
         /// Whose key.
         owner: PeerId,
     },
@@ -224,20 +263,48 @@ struct Pending {
     owner: PeerId,
     set_id: SetId,
     approved: bool,
+    received_at: UnixMillis,
     release_at: UnixMillis,
+    /// The guardian's own deadline: the request's expiry, or later if the waiting period ends
+    /// after it.
     expires_at: UnixMillis,
 }
 
+/// A release sent, kept to send again if its request is repeated.
+struct Released {
+    requester: PeerId,
+    frame: Vec<u8>,
+    expires_at: UnixMillis,
+}
+
+/// Something sent until it is answered, with backoff.
 struct Outgoing {
     to: PeerId,
     address: String,
     frame: Vec<u8>,
     done: bool,
+    attempts: u32,
+    next_at: UnixMillis,
+}
+
+impl Outgoing {
+    fn new(to: PeerId, address: String, frame: Vec<u8>, now: UnixMillis, base: u64) -> Self {
+        Self {
+            to,
+            address,
+            frame,
+            done: false,
+            attempts: 1,
+            next_at: now.saturating_add(backoff(base, 0)),
+        }
+    }
 }
 
 struct Distribution {
     grants: Vec<Outgoing>,
     revokes: Vec<Outgoing>,
+    /// Guardians that refused their share.
+    refused: Vec<PeerId>,
     protected: bool,
 }
 
@@ -247,8 +314,8 @@ struct SetShares {
 }
 
 struct Session {
-    /// request id -> guardian it went to.
-    requests: HashMap<Hash256, PeerId>,
+    /// request id -> the request, sent until a guardian answers it finally.
+    requests: HashMap<Hash256, Outgoing>,
     set_id: Option<SetId>,
     sets: BTreeMap<SetId, SetShares>,
 }
@@ -263,9 +330,11 @@ pub struct RecoveryNode {
     seen: HashMap<Hash256, UnixMillis>,
     releases: HashMap<PeerId, VecDeque<UnixMillis>>,
     changes: ChangeSet<(PeerId, SetId)>,
+    revoked: BTreeMap<(PeerId, SetId), UnixMillis>,
+    released: HashMap<Hash256, Released>,
+    allowed: std::collections::HashSet<PeerId>,
     // Owner.
     sets: BTreeMap<SetId, Distribution>,
-    next_resend: Option<UnixMillis>,
     // Recovering.
     sessions: HashMap<PeerId, Session>,
     recovered: HashMap<PeerId, Zeroizing<[u8; SECRET_LEN]>>,
@@ -301,8 +370,10 @@ impl RecoveryNode {
             seen: HashMap::new(),
             releases: HashMap::new(),
             changes: ChangeSet::default(),
+            revoked: BTreeMap::new(),
+            released: HashMap::new(),
+            allowed: std::collections::HashSet::new(),
             sets: BTreeMap::new(),
-            next_resend: None,
             sessions: HashMap::new(),
             recovered: HashMap::new(),
             out: VecDeque::new(),
@@ -344,7 +415,15 @@ impl RecoveryNode {
             .filter(|p| p.approved)
             .map(|p| p.release_at)
             .min();
-        [release, self.next_resend].into_iter().flatten().min()
+        let resend = self
+            .sets
+            .values()
+            .flat_map(|d| d.grants.iter().chain(&d.revokes))
+            .chain(self.sessions.values().flat_map(|s| s.requests.values()))
+            .filter(|o| !o.done)
+            .map(|o| o.next_at)
+            .min();
+        [release, resend].into_iter().flatten().min()
     }
 
     // ---------------------------------------------------------------- owner
@@ -410,12 +489,13 @@ impl RecoveryNode {
                 set: set.as_bytes().to_vec(),
             };
             let envelope = envelope::seal(&self.id, g, GRANT_CONTEXT, &sealed.encode())?;
-            grants.push(Outgoing {
-                to: *g,
-                address: address.clone(),
-                frame: Frame::Grant(envelope).encode(),
-                done: false,
-            });
+            grants.push(Outgoing::new(
+                *g,
+                address.clone(),
+                Frame::Grant(envelope).encode(),
+                now,
+                self.config.resend_interval_ms,
+            ));
         }
         for o in &grants {
             self.out.push_back(Output::Send {
@@ -429,10 +509,10 @@ impl RecoveryNode {
             Distribution {
                 grants,
                 revokes: Vec::new(),
+                refused: Vec::new(),
                 protected: false,
             },
         );
-        self.schedule_resend(now);
         Ok(set_id)
     }
 
@@ -460,8 +540,31 @@ impl RecoveryNode {
     /// Revokes set `old` at its guardians.
     ///
     /// # Errors
-    /// [`RecoveryError::Unknown`] for a set this node did not make.
+    /// [`RecoveryError::Unknown`] for a set this node did not make (or no longer remembers:
+    /// use [`RecoveryNode::revoke_at`]).
     pub fn revoke(&mut self, old: &SetId, now: UnixMillis) -> Result<(), RecoveryError> {
+        let guardians: Vec<(PeerId, String)> = self
+            .sets
+            .get(old)
+            .ok_or(RecoveryError::Unknown("set"))?
+            .grants
+            .iter()
+            .map(|g| (g.to, g.address.clone()))
+            .collect();
+        self.revoke_at(old, &guardians, now)
+    }
+
+    /// Revokes set `old` at `guardians`, whether or not this node remembers the set (after a
+    /// restart, the guardians are listed in the signed set each of them holds).
+    ///
+    /// # Errors
+    /// [`RecoveryError::Crypto`] if the revocation cannot be signed.
+    pub fn revoke_at(
+        &mut self,
+        old: &SetId,
+        guardians: &[(PeerId, String)],
+        now: UnixMillis,
+    ) -> Result<(), RecoveryError> {
         let revocation = Signed::sign(
             &self.id,
             Revocation { set_id: *old },
@@ -469,32 +572,26 @@ impl RecoveryNode {
             UnixMillis::NEVER,
         )?;
         let frame = Frame::Revoke(revocation.into_bytes()).encode();
-        let d = self
-            .sets
-            .get_mut(old)
-            .ok_or(RecoveryError::Unknown("set"))?;
-        d.revokes = d
-            .grants
+        let base = self.config.resend_interval_ms;
+        let revokes: Vec<Outgoing> = guardians
             .iter()
-            .map(|g| Outgoing {
-                to: g.to,
-                address: g.address.clone(),
-                frame: frame.clone(),
-                done: false,
-            })
+            .map(|(g, a)| Outgoing::new(*g, a.clone(), frame.clone(), now, base))
             .collect();
-        d.grants.iter_mut().for_each(|g| g.done = true);
-        let sends: Vec<Output> = d
-            .revokes
-            .iter()
-            .map(|o| Output::Send {
+        for o in &revokes {
+            self.out.push_back(Output::Send {
                 to: o.to,
                 address: o.address.clone(),
                 bytes: o.frame.clone(),
-            })
-            .collect();
-        self.out.extend(sends);
-        self.schedule_resend(now);
+            });
+        }
+        let d = self.sets.entry(*old).or_insert_with(|| Distribution {
+            grants: Vec::new(),
+            revokes: Vec::new(),
+            refused: Vec::new(),
+            protected: false,
+        });
+        d.grants.iter_mut().for_each(|g| g.done = true);
+        d.revokes = revokes;
         Ok(())
     }
 
@@ -510,14 +607,6 @@ impl RecoveryNode {
         })
     }
 
-    fn schedule_resend(&mut self, now: UnixMillis) {
-        let any = self
-            .sets
-            .values()
-            .any(|d| d.grants.iter().chain(&d.revokes).any(|o| !o.done));
-        self.next_resend = any.then(|| now.saturating_add(self.config.resend_interval_ms));
-    }
-
     fn on_ack(&mut self, from: PeerId, bytes: &[u8], now: UnixMillis) {
         let Ok(ack) = Signed::<Ack>::decode(bytes, now) else {
             return self.refuse(from, "bad acknowledgement");
@@ -530,16 +619,20 @@ impl RecoveryNode {
             return;
         };
         let list = match a.kind {
-            AckKind::Stored => &mut d.grants,
+            AckKind::Stored | AckKind::Refused => &mut d.grants,
             AckKind::Revoked => &mut d.revokes,
         };
         let Some(o) = list.iter_mut().find(|o| o.to == from && !o.done) else {
             return;
         };
         o.done = true;
+        if a.kind == AckKind::Refused {
+            d.refused.push(from);
+        }
         let all_stored = a.kind == AckKind::Stored
             && !d.protected
             && d.revokes.is_empty()
+            && d.refused.is_empty()
             && d.grants.iter().all(|g| g.done);
         if all_stored {
             d.protected = true;
@@ -556,7 +649,6 @@ impl RecoveryNode {
         if all_stored {
             self.event(Event::Protected { set_id });
         }
-        self.schedule_resend(now);
     }
 
     // ---------------------------------------------------------------- guardian
@@ -611,10 +703,20 @@ impl RecoveryNode {
         };
         let set_id = set.payload().set_id;
         let key = (owner, set_id);
+        let refusal = if self.revoked.contains_key(&key) {
+            Some("set revoked")
+        } else if self.config.require_known_owner && !self.allowed.contains(&owner) {
+            Some("owner not accepted by this guardian")
+        } else if !self.shares.contains_key(&key) && self.shares.len() >= self.config.max_shares {
+            Some("guardian full")
+        } else {
+            None
+        };
+        if let Some(reason) = refusal {
+            self.refuse(from, reason);
+            return self.ack(owner, address, AckKind::Refused, set_id, now);
+        }
         if !self.shares.contains_key(&key) {
-            if self.shares.len() >= self.config.max_shares {
-                return self.refuse(from, "guardian full");
-            }
             let mut of_owner: Vec<(UnixMillis, SetId)> = self
                 .shares
                 .iter()
@@ -663,11 +765,36 @@ impl RecoveryNode {
         };
         let owner = *r.author();
         let set_id = r.payload().set_id;
-        if self.shares.remove(&(owner, set_id)).is_some() {
-            self.changes.mark((owner, set_id));
-            self.pending
-                .retain(|_, p| !(p.owner == owner && p.set_id == set_id));
+        let key = (owner, set_id);
+        // Remembered, so that a grant of this set arriving late cannot bring it back.
+        if !self.revoked.contains_key(&key) {
+            while self.revoked.len() >= self.config.max_revoked.max(1) {
+                let Some(oldest) = self
+                    .revoked
+                    .iter()
+                    .min_by_key(|(_, at)| **at)
+                    .map(|(k, _)| *k)
+                else {
+                    break;
+                };
+                self.revoked.remove(&oldest);
+                self.changes.mark(oldest);
+            }
+            self.revoked.insert(key, now);
+            self.changes.mark(key);
+        }
+        if self.shares.remove(&key).is_some() {
             self.event(Event::ShareRevoked { owner, set_id });
+        }
+        let dropped: Vec<(Hash256, PeerId, String)> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.owner == owner && p.set_id == set_id)
+            .map(|(id, p)| (*id, p.requester, p.address.clone()))
+            .collect();
+        for (id, requester, address) in dropped {
+            self.pending.remove(&id);
+            self.status(requester, &address, id, RequestStatus::NoShare, now);
         }
         self.ack(owner, address, AckKind::Revoked, set_id, now);
     }
@@ -698,13 +825,29 @@ impl RecoveryNode {
         if *req.author() != from {
             return self.refuse(from, "request not signed by the peer that sent it");
         }
+        if req.expires_at().0.saturating_sub(req.created_at().0) > self.config.request_validity_ms {
+            return self.refuse(from, "request valid for too long");
+        }
         let id = *req.id();
         self.seen.retain(|_, expires| *expires > now);
         if self.seen.contains_key(&id) {
+            // The same request again from its author (an answer was lost): the same answer.
+            if let Some(r) = self.released.get(&id).filter(|r| r.requester == from) {
+                let bytes = r.frame.clone();
+                self.out.push_back(Output::Send {
+                    to: from,
+                    address: address.to_string(),
+                    bytes,
+                });
+                return;
+            }
+            if self.pending.get(&id).is_some_and(|p| p.requester == from) {
+                return self.status(from, address, id, RequestStatus::Pending, now);
+            }
             return self.refuse(from, "replayed request");
         }
         if self.seen.len() >= self.config.max_seen {
-            return self.refuse(from, "too many requests");
+            return self.status(from, address, id, RequestStatus::Busy, now);
         }
         self.seen.insert(id, req.expires_at());
         let r = req.payload();
@@ -726,9 +869,23 @@ impl RecoveryNode {
         if self.rate_limited(&owner, now) {
             return self.status(from, address, id, RequestStatus::RateLimited, now);
         }
-        if self.pending.len() >= self.config.max_pending {
-            return self.refuse(from, "too many pending requests");
+        // One pending request per requester, a few per owner (the oldest goes), a bound in all.
+        self.pending.retain(|_, p| p.requester != from);
+        let mut of_owner: Vec<(UnixMillis, Hash256)> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.owner == owner)
+            .map(|(id, p)| (p.received_at, *id))
+            .collect();
+        of_owner.sort();
+        while of_owner.len() >= self.config.max_pending_per_owner.max(1) {
+            let (_, oldest) = of_owner.remove(0);
+            self.pending.remove(&oldest);
         }
+        if self.pending.len() >= self.config.max_pending {
+            return self.status(from, address, id, RequestStatus::Busy, now);
+        }
+        let release_at = now.saturating_add(self.config.min_wait_ms);
         let approved = !self.config.require_approval;
         self.pending.insert(
             id,
@@ -738,8 +895,11 @@ impl RecoveryNode {
                 owner,
                 set_id,
                 approved,
-                release_at: now.saturating_add(self.config.min_wait_ms),
-                expires_at: req.expires_at(),
+                received_at: now,
+                release_at,
+                expires_at: req
+                    .expires_at()
+                    .max(release_at.saturating_add(self.config.request_validity_ms)),
             },
         );
         if approved && self.config.min_wait_ms == 0 {
@@ -855,7 +1015,30 @@ impl RecoveryNode {
                 Err(e) => return tracing::warn!(error = %e, "share not sealed"),
             };
         self.releases.entry(p.owner).or_default().push_back(now);
-        self.send(p.requester, &p.address, &Frame::Release(envelope));
+        let frame = Frame::Release(envelope).encode();
+        self.released.retain(|_, r| r.expires_at > now);
+        if self.released.len() >= self.config.max_released.max(1)
+            && let Some(oldest) = self
+                .released
+                .iter()
+                .min_by_key(|(_, r)| r.expires_at)
+                .map(|(id, _)| *id)
+        {
+            self.released.remove(&oldest);
+        }
+        self.released.insert(
+            request_id,
+            Released {
+                requester: p.requester,
+                frame: frame.clone(),
+                expires_at: p.expires_at,
+            },
+        );
+        self.out.push_back(Output::Send {
+            to: p.requester,
+            address: p.address.clone(),
+            bytes: frame,
+        });
         self.event(Event::Released {
             request_id,
             owner: p.owner,
@@ -880,7 +1063,8 @@ impl RecoveryNode {
         self.shares.keys().copied().collect()
     }
 
-    /// Time passes: releases whose waiting period is over, resends.
+    /// Time passes: releases whose waiting period is over, and sends not yet answered (with
+    /// backoff; an owner gives up on a guardian after [`RecoveryConfig::max_resends`] tries).
     pub fn tick(&mut self, now: UnixMillis) {
         let due: Vec<Hash256> = self
             .pending
@@ -892,21 +1076,63 @@ impl RecoveryNode {
             self.release(id, now);
         }
         self.pending.retain(|_, p| p.expires_at > now);
-        if self.next_resend.is_some_and(|t| t <= now) {
-            let sends: Vec<Output> = self
-                .sets
-                .values()
-                .flat_map(|d| d.grants.iter().chain(&d.revokes))
-                .filter(|o| !o.done)
-                .map(|o| Output::Send {
-                    to: o.to,
-                    address: o.address.clone(),
-                    bytes: o.frame.clone(),
-                })
-                .collect();
-            self.out.extend(sends);
-            self.schedule_resend(now);
+        self.releases.retain(|_, times| {
+            times.retain(|t| t.saturating_add(DAY_MS) > now);
+            !times.is_empty()
+        });
+        let base = self.config.resend_interval_ms;
+        let max = self.config.max_resends;
+        let mut sends = Vec::new();
+        let mut gave_up = Vec::new();
+        for (set_id, d) in &mut self.sets {
+            for o in d.grants.iter_mut().chain(d.revokes.iter_mut()) {
+                if o.done || o.next_at > now {
+                    continue;
+                }
+                if o.attempts >= max {
+                    o.done = true;
+                    gave_up.push((*set_id, o.to));
+                    continue;
+                }
+                sends.push((o.to, o.address.clone(), o.frame.clone()));
+                o.next_at = now.saturating_add(backoff(base, o.attempts));
+                o.attempts += 1;
+            }
         }
+        for s in self.sessions.values_mut() {
+            for o in s.requests.values_mut() {
+                if o.done || o.next_at > now {
+                    continue;
+                }
+                if o.attempts >= max {
+                    o.done = true;
+                    continue;
+                }
+                sends.push((o.to, o.address.clone(), o.frame.clone()));
+                o.next_at = now.saturating_add(backoff(base, o.attempts));
+                o.attempts += 1;
+            }
+        }
+        // A revocation acknowledged everywhere (or given up on) ends the set's distribution.
+        self.sets
+            .retain(|_, d| d.revokes.is_empty() || d.revokes.iter().any(|o| !o.done));
+        for (to, address, bytes) in sends {
+            self.out.push_back(Output::Send { to, address, bytes });
+        }
+        for (set_id, guardian) in gave_up {
+            self.event(Event::GaveUp { set_id, guardian });
+        }
+    }
+
+    /// Accepts `owner` as someone this guardian keeps a share for (with
+    /// [`RecoveryConfig::require_known_owner`], grants of other owners are refused).
+    pub fn allow_owner(&mut self, owner: PeerId) {
+        self.allowed.insert(owner);
+    }
+
+    /// Stops accepting new grants of `owner` (shares already kept stay, until revoked).
+    pub fn forget_owner(&mut self, owner: &PeerId) {
+        self.allowed.remove(owner);
     }
 
     // ---------------------------------------------------------------- persistence
@@ -920,6 +1146,17 @@ impl RecoveryNode {
     /// Starts recording changes for [`RecoveryNode::take_changes`].
     pub fn track_changes(&mut self) {
         self.changes.enable();
+    }
+
+    /// When set `key` was revoked here, if it was (and is still remembered).
+    pub fn revoked_at(&self, key: &(PeerId, SetId)) -> Option<UnixMillis> {
+        self.revoked.get(key).copied()
+    }
+
+    /// Puts back a revocation read from storage.
+    pub fn restore_revoked(&mut self, key: (PeerId, SetId), at: UnixMillis) {
+        self.shares.remove(&key);
+        self.revoked.insert(key, at);
     }
 
     /// The stored form of a held share: `(set created, received, grant envelope)`.
@@ -940,6 +1177,9 @@ impl RecoveryNode {
         now: UnixMillis,
     ) -> Result<(), &'static str> {
         let (owner, _, set) = self.check_grant(grant, now)?;
+        if self.revoked.contains_key(&(owner, set.payload().set_id)) {
+            return Err("set revoked");
+        }
         self.shares.insert(
             (owner, set.payload().set_id),
             Held {
@@ -981,12 +1221,22 @@ impl RecoveryNode {
                 now,
                 now.saturating_add(self.config.request_validity_ms),
             )?;
-            requests.insert(*req.id(), *g);
             codes.push((*g, verification_code(req.id())));
-            frames.push((*g, address.clone(), Frame::Request(req.into_bytes())));
+            let frame = Frame::Request(req.as_bytes().to_vec()).encode();
+            frames.push((*g, address.clone(), frame.clone()));
+            requests.insert(
+                *req.id(),
+                Outgoing::new(
+                    *g,
+                    address.clone(),
+                    frame,
+                    now,
+                    self.config.resend_interval_ms,
+                ),
+            );
         }
-        for (g, address, f) in frames {
-            self.send(g, &address, &f);
+        for (to, address, bytes) in frames {
+            self.out.push_back(Output::Send { to, address, bytes });
         }
         let session = self.sessions.entry(owner).or_insert_with(|| Session {
             requests: HashMap::new(),
@@ -1002,13 +1252,24 @@ impl RecoveryNode {
         let Ok(s) = Signed::<StatusReport>::decode(bytes, now) else {
             return self.refuse(from, "bad status");
         };
-        let report = s.payload();
-        let owner = self.sessions.iter().find_map(|(o, sess)| {
-            (sess.requests.get(&report.request_id) == Some(s.author())).then_some(*o)
-        });
+        let report = s.payload().clone();
         if *s.author() != from {
             return self.refuse(from, "status not signed by its sender");
         }
+        let owner = self.sessions.iter_mut().find_map(|(o, sess)| {
+            let req = sess.requests.get_mut(&report.request_id)?;
+            if req.to != from {
+                return None;
+            }
+            // A final answer: stop asking this guardian.
+            if matches!(
+                report.status,
+                RequestStatus::Denied | RequestStatus::NoShare | RequestStatus::RateLimited
+            ) {
+                req.done = true;
+            }
+            Some(*o)
+        });
         if let Some(owner) = owner {
             self.event(Event::GuardianStatus {
                 owner,
@@ -1030,7 +1291,10 @@ impl RecoveryNode {
             return self.bad_share(None, guardian, "malformed share");
         };
         let owner = self.sessions.iter().find_map(|(o, sess)| {
-            (sess.requests.get(&sealed.request_id) == Some(&guardian)).then_some(*o)
+            sess.requests
+                .get(&sealed.request_id)
+                .is_some_and(|r| r.to == guardian)
+                .then_some(*o)
         });
         let Some(owner) = owner else {
             return self.refuse(guardian, "release for no request of ours");
@@ -1100,7 +1364,10 @@ impl RecoveryNode {
                 self.recovered.insert(owner, seed);
                 self.event(Event::Recovered { owner });
             }
-            Ok(_) => tracing::error!(%owner, "shares combine to another key"),
+            Ok(_) => {
+                tracing::error!(%owner, "shares combine to another key");
+                self.event(Event::CombineFailed { owner });
+            }
             Err(e) => tracing::debug!(%owner, error = %e, "not combined yet"),
         }
     }

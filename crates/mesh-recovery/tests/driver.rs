@@ -104,6 +104,10 @@ async fn guardians_keep_sealed_shares_across_a_restart_and_approve_a_recovery() 
         let id = Arc::new(Identity::from_seed(&[0x10 + u8::try_from(i).unwrap(); 32]));
         g.push(node(&net, id, name, SharedMap::default()).await);
     }
+    // Each guardian's user accepts to hold a share for the owner.
+    for guardian in &g {
+        guardian.handle.allow_owner(owner_peer, true).await.unwrap();
+    }
     let list: Vec<_> = g.iter().map(Node::at).collect();
     let set = owner.handle.protect(list, 2).await.unwrap();
     owner.next(|e| *e == Event::Protected { set_id: set }).await;
@@ -176,7 +180,7 @@ async fn guardians_keep_sealed_shares_across_a_restart_and_approve_a_recovery() 
     for guardian in &g {
         for (k, v) in guardian.map.read().unwrap().iter() {
             if k.starts_with(b"\x0frecovery/shares") {
-                let opened = envelope::open(&guardian.id, &v[9..], GRANT_CONTEXT).unwrap();
+                let opened = envelope::open(&guardian.id, &v[10..], GRANT_CONTEXT).unwrap();
                 secrets.push(
                     SealedShare::decode(&opened.plaintext)
                         .unwrap()

@@ -103,12 +103,14 @@ fn auto_release() -> RecoveryConfig {
     }
 }
 
-/// Owner 0, guardians 1..=5 (5 lies), new device 6.
+/// Owner 0, guardians 1..=5 (5 lies), new device 6. Every node accepts node 0 as an owner.
 fn network() -> Sim<Peer> {
     let mut sim = Sim::new(NetConfig::default());
+    let owner = Identity::from_seed(&[1; 32]).peer_id();
     for seed in 0..=6u8 {
         let mut p = Peer::new(seed + 1, auto_release());
         p.liar = seed == 5;
+        p.core.allow_owner(owner);
         let peer = p.id.peer_id();
         sim.add(peer, p);
     }
@@ -291,7 +293,8 @@ fn replayed_forged_and_misattributed_requests_are_refused() {
     let request = requests_sent(&sim, 6).pop().unwrap();
     let new_device = sim.peer(6);
 
-    // The same request again, from the same device: a replay.
+    // The same request again, from the same device (as if the release was lost): the same
+    // release again, not a second one.
     sim.with(1, |p, now| {
         p.core.handle(new_device, &address(6), &request, now.unix);
     });
@@ -311,13 +314,38 @@ fn replayed_forged_and_misattributed_requests_are_refused() {
     let events = run(&mut sim, 5);
     assert_eq!(
         refusals(&events, 1),
-        vec![
-            "replayed request",
-            "request not signed by the peer that sent it",
-            "bad request"
-        ]
+        vec!["request not signed by the peer that sent it", "bad request"]
     );
-    assert_eq!(released(&events), 0, "nothing released to any of them");
+    assert_eq!(released(&events), 0, "no new release for any of them");
+    let releases_sent = sim
+        .node(1)
+        .sent
+        .iter()
+        .filter(|f| matches!(Frame::decode(f), Ok(Frame::Release(_))))
+        .count();
+    assert_eq!(
+        releases_sent, 2,
+        "the first release, and the same again for the repeat"
+    );
+
+    // A request valid for longer than a guardian accepts (48 h) is refused.
+    let long = Signed::sign(
+        &sim.node(6).id.clone(),
+        RecoveryRequest {
+            owner,
+            set_id: [0; 32],
+            nonce: [9; 16],
+        },
+        sim.now().unix,
+        sim.now().unix.saturating_add(48 * 3600 * 1000),
+    )
+    .unwrap();
+    let frame = Frame::Request(long.into_bytes()).encode();
+    sim.with(1, |p, now| {
+        p.core.handle(new_device, &address(6), &frame, now.unix);
+    });
+    let events = run(&mut sim, 5);
+    assert_eq!(refusals(&events, 1), vec!["request valid for too long"]);
 
     // A request signed more than its validity ago is refused too.
     sim.run_until(sim.now().monotonic + Duration::from_secs(25 * 3600));
@@ -356,6 +384,20 @@ fn a_refresh_leaves_the_old_set_useless() {
     }
     assert_eq!(sim.node(3).core.held(), vec![(owner, new)]);
     assert!(sim.with(0, |p, _| p.core.unacknowledged(&old)).is_empty());
+    // A grant of the old set arriving late (a resend still in flight) does not bring it back.
+    let old_grant = sim
+        .node(0)
+        .sent
+        .iter()
+        .find(|f| matches!(Frame::decode(f), Ok(Frame::Grant(_))))
+        .unwrap()
+        .clone();
+    sim.with(1, |p, now| {
+        p.core.handle(owner, &address(0), &old_grant, now.unix);
+    });
+    let events = run(&mut sim, 5);
+    assert_eq!(refusals(&events, 1), vec!["set revoked"]);
+    assert!(sim.node(1).core.held().is_empty());
 
     // The device is lost; a new one (5, here honest) asks the old guardians for the old set.
     sim.node_mut_liar(5, false);
@@ -413,4 +455,100 @@ impl LiarSwitch for Sim<Peer> {
     fn node_mut_liar(&mut self, i: usize, liar: bool) {
         self.with(i, |p, _| p.liar = liar);
     }
+}
+
+#[test]
+fn a_guardian_refuses_unknown_owners_and_an_owner_gives_up_on_an_absent_guardian() {
+    let mut sim = network();
+    // Node 6 is no one's accepted owner: its grants are refused, with a signed answer.
+    let g = guardians(&sim, &[1, 2]);
+    let set = sim
+        .with(6, |p, now| p.core.protect(&g, 2, now.unix))
+        .unwrap();
+    let events = run(&mut sim, 5);
+    let refused = events
+        .iter()
+        .filter(|(i, e)| {
+            *i == 6
+                && matches!(
+                    e,
+                    Event::Acknowledged {
+                        kind: mesh_recovery::message::AckKind::Refused,
+                        ..
+                    }
+                )
+        })
+        .count();
+    assert_eq!(refused, 2);
+    assert!(
+        !events
+            .iter()
+            .any(|(_, e)| matches!(e, Event::Protected { .. }))
+    );
+    assert!(
+        sim.with(6, |p, _| p.core.unacknowledged(&set)).is_empty(),
+        "no more resends"
+    );
+    assert!(sim.node(1).core.held().is_empty());
+
+    // Guardian 2 never comes back: the owner tries with backoff, then gives up on it.
+    sim.set_online(2, false);
+    let g = guardians(&sim, &[1, 2]);
+    let set = protect(&mut sim, &[1, 2], 1);
+    let _ = g;
+    let events = run(&mut sim, 30 * 3600);
+    let gave_up: Vec<&Event> = events
+        .iter()
+        .filter(|(i, e)| *i == 0 && matches!(e, Event::GaveUp { .. }))
+        .map(|(_, e)| e)
+        .collect();
+    assert_eq!(
+        gave_up,
+        vec![&Event::GaveUp {
+            set_id: set,
+            guardian: sim.peer(2)
+        }]
+    );
+    let sent_to_2 = sim.stats().offline;
+    assert!(
+        sent_to_2 <= 20,
+        "{sent_to_2} sends to the absent guardian: bounded"
+    );
+}
+
+#[test]
+fn a_lost_release_is_sent_again_when_the_device_asks_again() {
+    let mut sim = network();
+    let owner = sim.peer(0);
+    protect(&mut sim, &[1, 2], 2);
+    run(&mut sim, 5);
+    sim.set_online(0, false);
+    // The device asks, then drops off the network before the releases arrive.
+    let g = guardians(&sim, &[1, 2]);
+    sim.with(6, |p, now| p.core.recover(owner, &g, None, now.unix))
+        .unwrap();
+    sim.set_online(6, false);
+    let events = run(&mut sim, 2);
+    let released = events
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::Released { .. }))
+        .count();
+    assert_eq!(
+        released, 2,
+        "both guardians released (and both releases were lost)"
+    );
+    // Back online, its requests go out again at the next resend, and the guardians send the
+    // same releases again: no new approval, no new release counted.
+    sim.set_online(6, true);
+    let events = run(&mut sim, 60);
+    assert!(
+        events
+            .iter()
+            .any(|(i, e)| *i == 6 && *e == Event::Recovered { owner })
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|(_, e)| matches!(e, Event::Released { .. }))
+    );
 }
