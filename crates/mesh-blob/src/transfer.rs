@@ -534,7 +534,9 @@ impl BlobService {
     /// at their next step.
     pub fn shutdown(&self) {
         self.inner.stopped.store(true, Ordering::Relaxed);
-        self.inner.stop.notify_waiters();
+        // notify_one keeps a permit if the receive loop is busy right now, so it still sees
+        // the stop at its next wait (notify_waiters would be lost then).
+        self.inner.stop.notify_one();
         self.inner.fetches.close();
         lock(&self.inner.partials).clear();
     }

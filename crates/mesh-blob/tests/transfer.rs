@@ -470,3 +470,28 @@ async fn a_cancelled_fetch_leaves_no_request_behind() {
     );
     assert_eq!(b.service.requests_in_flight(), 0);
 }
+
+#[tokio::test]
+async fn shutdown_stops_serving_and_fetching() {
+    let net = MemoryNetwork::new(TokioRuntime::current(), LinkConfig::default());
+    let a = node(&net, "a", blob_config(), quick()).await;
+    let b = node(&net, "b", blob_config(), quick()).await;
+    let id = put(&a, &data(7, 3 * CHUNK as usize)).await;
+    a.service.shutdown();
+    // a no longer answers: b's fetch fails (after its retries), nothing served.
+    let e = b
+        .service
+        .fetch(id, &[a.provider()], b.peer(), PutOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, FetchError::Failed { .. }), "{e:?}");
+    assert_eq!(a.service.stats().served_manifests, 0);
+    // And b, shut down, refuses to fetch.
+    b.service.shutdown();
+    let e = b
+        .service
+        .fetch(id, &[a.provider()], b.peer(), PutOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, FetchError::Stopped), "{e:?}");
+}
