@@ -321,7 +321,7 @@ pub async fn start<T: Transport + 'static, R: Runtime>(
         sends: Arc::new(tokio::sync::Semaphore::new(MAX_SENDS_IN_FLIGHT)),
         events: events_tx,
         backlog: VecDeque::new(),
-        unsaved: Vec::new(),
+        unsaved: std::collections::BTreeSet::new(),
     };
     runtime.spawn(Box::pin(driver.run(incoming, commands)));
     Ok((RecoveryHandle { tx }, events))
@@ -335,8 +335,8 @@ struct Driver<T: Transport, R: Runtime> {
     sends: Arc<tokio::sync::Semaphore>,
     events: mpsc::Sender<Event>,
     backlog: VecDeque<Event>,
-    /// Changes whose write failed, tried again with the next ones.
-    unsaved: Vec<(PeerId, SetId)>,
+    /// Changes whose write failed, tried again with the next ones (each key once).
+    unsaved: std::collections::BTreeSet<(PeerId, SetId)>,
 }
 
 impl<T: Transport + 'static, R: Runtime> Driver<T, R> {
@@ -364,7 +364,9 @@ impl<T: Transport + 'static, R: Runtime> Driver<T, R> {
                 },
                 cmd = commands.recv() => match cmd {
                     Some(Command::Shutdown(reply)) => {
-                        self.persist().await;
+                        if self.persist().await {
+                            self.flush();
+                        }
                         let _ = reply.send(());
                         return;
                     }

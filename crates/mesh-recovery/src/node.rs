@@ -84,8 +84,9 @@ pub struct RecoveryConfig {
     pub max_pending_per_owner: usize,
     /// Revoked sets a guardian remembers at most (so that their shares cannot come back).
     pub max_revoked: usize,
-    /// Releases a guardian keeps, to send again when a request is repeated.
-    pub max_released: usize,
+    /// Final answers (releases, denials) a guardian keeps, to give again when a request is
+    /// repeated.
+    pub max_answered: usize,
     /// Request ids a guardian remembers at most (against replays, until they expire).
     pub max_seen: usize,
 }
@@ -105,7 +106,7 @@ impl Default for RecoveryConfig {
             max_pending: 1024,
             max_pending_per_owner: 4,
             max_revoked: 10_000,
-            max_released: 1024,
+            max_answered: 1024,
             max_seen: 100_000,
         }
     }
@@ -220,6 +221,14 @@ pub enum Event {
         /// Its answer.
         status: RequestStatus,
     },
+    /// Recovering: a guardian gave no final answer before the request expired (or after
+    /// every try); ask again with a new request.
+    RequestExpired {
+        /// Whose key.
+        owner: PeerId,
+        /// The guardian.
+        guardian: PeerId,
+    },
     /// Recovering: the key is back ([`RecoveryNode::take_recovered`]).
     Recovered {
         /// Whose key.
@@ -263,17 +272,20 @@ struct Pending {
     owner: PeerId,
     set_id: SetId,
     approved: bool,
-    received_at: UnixMillis,
     release_at: UnixMillis,
     /// The guardian's own deadline: the request's expiry, or later if the waiting period ends
     /// after it.
     expires_at: UnixMillis,
 }
 
-/// A release sent, kept to send again if its request is repeated.
-struct Released {
+/// The final answer to a request, kept to give again if the request is repeated (its answer
+/// was lost).
+struct Answered {
     requester: PeerId,
-    frame: Vec<u8>,
+    owner: PeerId,
+    set_id: SetId,
+    /// The RELEASE frame, or the final status.
+    answer: Result<Vec<u8>, RequestStatus>,
     expires_at: UnixMillis,
 }
 
@@ -285,6 +297,8 @@ struct Outgoing {
     done: bool,
     attempts: u32,
     next_at: UnixMillis,
+    /// For a request: its signed expiry, after which asking again is pointless.
+    expires_at: Option<UnixMillis>,
 }
 
 impl Outgoing {
@@ -296,6 +310,7 @@ impl Outgoing {
             done: false,
             attempts: 1,
             next_at: now.saturating_add(backoff(base, 0)),
+            expires_at: None,
         }
     }
 }
@@ -331,7 +346,7 @@ pub struct RecoveryNode {
     releases: HashMap<PeerId, VecDeque<UnixMillis>>,
     changes: ChangeSet<(PeerId, SetId)>,
     revoked: BTreeMap<(PeerId, SetId), UnixMillis>,
-    released: HashMap<Hash256, Released>,
+    answered: HashMap<Hash256, Answered>,
     allowed: std::collections::HashSet<PeerId>,
     // Owner.
     sets: BTreeMap<SetId, Distribution>,
@@ -371,7 +386,7 @@ impl RecoveryNode {
             releases: HashMap::new(),
             changes: ChangeSet::default(),
             revoked: BTreeMap::new(),
-            released: HashMap::new(),
+            answered: HashMap::new(),
             allowed: std::collections::HashSet::new(),
             sets: BTreeMap::new(),
             sessions: HashMap::new(),
@@ -421,7 +436,7 @@ impl RecoveryNode {
             .flat_map(|d| d.grants.iter().chain(&d.revokes))
             .chain(self.sessions.values().flat_map(|s| s.requests.values()))
             .filter(|o| !o.done)
-            .map(|o| o.next_at)
+            .map(|o| o.expires_at.map_or(o.next_at, |e| e.min(o.next_at)))
             .min();
         [release, resend].into_iter().flatten().min()
     }
@@ -705,6 +720,9 @@ impl RecoveryNode {
         let key = (owner, set_id);
         let refusal = if self.revoked.contains_key(&key) {
             Some("set revoked")
+        } else if self.shares.contains_key(&key) {
+            // Already kept (its acknowledgement was lost): acknowledge again.
+            None
         } else if self.config.require_known_owner && !self.allowed.contains(&owner) {
             Some("owner not accepted by this guardian")
         } else if !self.shares.contains_key(&key) && self.shares.len() >= self.config.max_shares {
@@ -766,8 +784,10 @@ impl RecoveryNode {
         let owner = *r.author();
         let set_id = r.payload().set_id;
         let key = (owner, set_id);
-        // Remembered, so that a grant of this set arriving late cannot bring it back.
-        if !self.revoked.contains_key(&key) {
+        let known = self.allowed.contains(&owner) || self.shares.keys().any(|(o, _)| *o == owner);
+        // Remembered (for owners this guardian knows: no one else can fill the list), so that
+        // a grant of this set arriving late cannot bring it back.
+        if known && !self.revoked.contains_key(&key) {
             while self.revoked.len() >= self.config.max_revoked.max(1) {
                 let Some(oldest) = self
                     .revoked
@@ -786,6 +806,13 @@ impl RecoveryNode {
         if self.shares.remove(&key).is_some() {
             self.event(Event::ShareRevoked { owner, set_id });
         }
+        // A release kept for a repeated request must not outlive the revocation: a repeat
+        // now hears that there is no share.
+        for a in self.answered.values_mut() {
+            if a.owner == owner && a.set_id == set_id {
+                a.answer = Err(RequestStatus::NoShare);
+            }
+        }
         let dropped: Vec<(Hash256, PeerId, String)> = self
             .pending
             .iter()
@@ -793,7 +820,19 @@ impl RecoveryNode {
             .map(|(id, p)| (*id, p.requester, p.address.clone()))
             .collect();
         for (id, requester, address) in dropped {
-            self.pending.remove(&id);
+            if let Some(p) = self.pending.remove(&id) {
+                self.remember_answer(
+                    id,
+                    Answered {
+                        requester,
+                        owner,
+                        set_id,
+                        answer: Err(RequestStatus::NoShare),
+                        expires_at: p.expires_at,
+                    },
+                    now,
+                );
+            }
             self.status(requester, &address, id, RequestStatus::NoShare, now);
         }
         self.ack(owner, address, AckKind::Revoked, set_id, now);
@@ -831,25 +870,8 @@ impl RecoveryNode {
         let id = *req.id();
         self.seen.retain(|_, expires| *expires > now);
         if self.seen.contains_key(&id) {
-            // The same request again from its author (an answer was lost): the same answer.
-            if let Some(r) = self.released.get(&id).filter(|r| r.requester == from) {
-                let bytes = r.frame.clone();
-                self.out.push_back(Output::Send {
-                    to: from,
-                    address: address.to_string(),
-                    bytes,
-                });
-                return;
-            }
-            if self.pending.get(&id).is_some_and(|p| p.requester == from) {
-                return self.status(from, address, id, RequestStatus::Pending, now);
-            }
-            return self.refuse(from, "replayed request");
+            return self.repeat(from, address, id, now);
         }
-        if self.seen.len() >= self.config.max_seen {
-            return self.status(from, address, id, RequestStatus::Busy, now);
-        }
-        self.seen.insert(id, req.expires_at());
         let r = req.payload();
         let owner = r.owner;
         let set_id = if r.set_id == [0; 32] {
@@ -863,28 +885,36 @@ impl RecoveryNode {
                 .contains_key(&(owner, r.set_id))
                 .then_some(r.set_id)
         };
+        // Answers that change nothing here are given again to a repeat: the id is remembered
+        // only once the request is held.
         let Some(set_id) = set_id else {
             return self.status(from, address, id, RequestStatus::NoShare, now);
         };
         if self.rate_limited(&owner, now) {
             return self.status(from, address, id, RequestStatus::RateLimited, now);
         }
-        // One pending request per requester, a few per owner (the oldest goes), a bound in all.
-        self.pending.retain(|_, p| p.requester != from);
-        let mut of_owner: Vec<(UnixMillis, Hash256)> = self
+        // One request per requester, a few per owner, a bound in all; nothing already held is
+        // pushed out (the guardian's user can deny what they do not want).
+        let of_requester = self
             .pending
             .iter()
-            .filter(|(_, p)| p.owner == owner)
-            .map(|(id, p)| (p.received_at, *id))
-            .collect();
-        of_owner.sort();
-        while of_owner.len() >= self.config.max_pending_per_owner.max(1) {
-            let (_, oldest) = of_owner.remove(0);
-            self.pending.remove(&oldest);
+            .find(|(_, p)| p.requester == from)
+            .map(|(id, p)| (*id, p.approved));
+        match of_requester {
+            Some((_, true)) => return self.status(from, address, id, RequestStatus::Busy, now),
+            Some((old, false)) => {
+                self.pending.remove(&old);
+            }
+            None => {}
         }
-        if self.pending.len() >= self.config.max_pending {
+        let of_owner = self.pending.values().filter(|p| p.owner == owner).count();
+        if of_owner >= self.config.max_pending_per_owner.max(1)
+            || self.pending.len() >= self.config.max_pending
+            || self.seen.len() >= self.config.max_seen
+        {
             return self.status(from, address, id, RequestStatus::Busy, now);
         }
+        self.seen.insert(id, req.expires_at());
         let release_at = now.saturating_add(self.config.min_wait_ms);
         let approved = !self.config.require_approval;
         self.pending.insert(
@@ -895,11 +925,10 @@ impl RecoveryNode {
                 owner,
                 set_id,
                 approved,
-                received_at: now,
                 release_at,
-                expires_at: req
-                    .expires_at()
-                    .max(release_at.saturating_add(self.config.request_validity_ms)),
+                // The request's own expiry: a request must be valid for longer than the
+                // waiting period (the new device asks again otherwise).
+                expires_at: req.expires_at(),
             },
         );
         if approved && self.config.min_wait_ms == 0 {
@@ -914,6 +943,45 @@ impl RecoveryNode {
                 code: verification_code(&id),
             });
         }
+    }
+
+    /// A request seen before, from `from`: the same answer again if it is its author's.
+    fn repeat(&mut self, from: PeerId, address: &str, id: Hash256, now: UnixMillis) {
+        if self.pending.get(&id).is_some_and(|p| p.requester == from) {
+            return self.status(from, address, id, RequestStatus::Pending, now);
+        }
+        let again = self
+            .answered
+            .get(&id)
+            .filter(|a| a.requester == from && a.expires_at > now)
+            .map(|a| (a.answer.clone(), a.owner, a.set_id));
+        match again {
+            // A share goes again only while it is still held (not revoked meanwhile).
+            Some((Ok(frame), owner, set_id)) if self.shares.contains_key(&(owner, set_id)) => {
+                self.out.push_back(Output::Send {
+                    to: from,
+                    address: address.to_string(),
+                    bytes: frame,
+                });
+            }
+            Some((Ok(_), ..)) => self.status(from, address, id, RequestStatus::NoShare, now),
+            Some((Err(status), ..)) => self.status(from, address, id, status, now),
+            None => self.refuse(from, "replayed request"),
+        }
+    }
+
+    fn remember_answer(&mut self, id: Hash256, a: Answered, now: UnixMillis) {
+        self.answered.retain(|_, a| a.expires_at > now);
+        if self.answered.len() >= self.config.max_answered.max(1)
+            && let Some(oldest) = self
+                .answered
+                .iter()
+                .min_by_key(|(_, a)| a.expires_at)
+                .map(|(id, _)| *id)
+        {
+            self.answered.remove(&oldest);
+        }
+        self.answered.insert(id, a);
     }
 
     fn rate_limited(&mut self, owner: &PeerId, now: UnixMillis) -> bool {
@@ -960,6 +1028,17 @@ impl RecoveryNode {
             &p.address,
             *request_id,
             RequestStatus::Denied,
+            now,
+        );
+        self.remember_answer(
+            *request_id,
+            Answered {
+                requester: p.requester,
+                owner: p.owner,
+                set_id: p.set_id,
+                answer: Err(RequestStatus::Denied),
+                expires_at: p.expires_at,
+            },
             now,
         );
         Ok(())
@@ -1016,23 +1095,16 @@ impl RecoveryNode {
             };
         self.releases.entry(p.owner).or_default().push_back(now);
         let frame = Frame::Release(envelope).encode();
-        self.released.retain(|_, r| r.expires_at > now);
-        if self.released.len() >= self.config.max_released.max(1)
-            && let Some(oldest) = self
-                .released
-                .iter()
-                .min_by_key(|(_, r)| r.expires_at)
-                .map(|(id, _)| *id)
-        {
-            self.released.remove(&oldest);
-        }
-        self.released.insert(
+        self.remember_answer(
             request_id,
-            Released {
+            Answered {
                 requester: p.requester,
-                frame: frame.clone(),
+                owner: p.owner,
+                set_id: p.set_id,
+                answer: Ok(frame.clone()),
                 expires_at: p.expires_at,
             },
+            now,
         );
         self.out.push_back(Output::Send {
             to: p.requester,
@@ -1099,13 +1171,18 @@ impl RecoveryNode {
                 o.attempts += 1;
             }
         }
-        for s in self.sessions.values_mut() {
+        let mut expired = Vec::new();
+        for (owner, s) in &mut self.sessions {
             for o in s.requests.values_mut() {
-                if o.done || o.next_at > now {
+                if o.done {
                     continue;
                 }
-                if o.attempts >= max {
+                if o.expires_at.is_some_and(|e| e <= now) || o.attempts >= max {
                     o.done = true;
+                    expired.push((*owner, o.to));
+                    continue;
+                }
+                if o.next_at > now {
                     continue;
                 }
                 sends.push((o.to, o.address.clone(), o.frame.clone()));
@@ -1121,6 +1198,9 @@ impl RecoveryNode {
         }
         for (set_id, guardian) in gave_up {
             self.event(Event::GaveUp { set_id, guardian });
+        }
+        for (owner, guardian) in expired {
+            self.event(Event::RequestExpired { owner, guardian });
         }
     }
 
@@ -1224,16 +1304,15 @@ impl RecoveryNode {
             codes.push((*g, verification_code(req.id())));
             let frame = Frame::Request(req.as_bytes().to_vec()).encode();
             frames.push((*g, address.clone(), frame.clone()));
-            requests.insert(
-                *req.id(),
-                Outgoing::new(
-                    *g,
-                    address.clone(),
-                    frame,
-                    now,
-                    self.config.resend_interval_ms,
-                ),
+            let mut o = Outgoing::new(
+                *g,
+                address.clone(),
+                frame,
+                now,
+                self.config.resend_interval_ms,
             );
+            o.expires_at = Some(req.expires_at());
+            requests.insert(*req.id(), o);
         }
         for (to, address, bytes) in frames {
             self.out.push_back(Output::Send { to, address, bytes });
@@ -1261,12 +1340,16 @@ impl RecoveryNode {
             if req.to != from {
                 return None;
             }
-            // A final answer: stop asking this guardian.
             if matches!(
                 report.status,
                 RequestStatus::Denied | RequestStatus::NoShare | RequestStatus::RateLimited
             ) {
+                // A final answer: stop asking this guardian.
                 req.done = true;
+            } else {
+                // Pending or busy: the guardian is there; keep asking (at most hourly) until
+                // the request expires, in case its answer gets lost.
+                req.attempts = 1;
             }
             Some(*o)
         });
@@ -1299,6 +1382,14 @@ impl RecoveryNode {
         let Some(owner) = owner else {
             return self.refuse(guardian, "release for no request of ours");
         };
+        // Any release ends its request: a good one is used, a bad one is not asked for again.
+        if let Some(r) = self
+            .sessions
+            .get_mut(&owner)
+            .and_then(|s| s.requests.get_mut(&sealed.request_id))
+        {
+            r.done = true;
+        }
         let set = match Signed::<GuardianSet>::decode(&sealed.set, now) {
             Ok(set) if *set.author() == owner => set,
             _ => {

@@ -552,3 +552,142 @@ fn a_lost_release_is_sent_again_when_the_device_asks_again() {
             .any(|(_, e)| matches!(e, Event::Released { .. }))
     );
 }
+
+/// Owner 0, guardians 1 and 2 asking their users, new device 6, and strangers 3..=5.
+fn approving_network() -> Sim<Peer> {
+    let mut sim = Sim::new(NetConfig::default());
+    let owner = Identity::from_seed(&[1; 32]).peer_id();
+    for seed in 0..=6u8 {
+        let mut p = Peer::new(seed + 1, RecoveryConfig::default());
+        p.core.allow_owner(owner);
+        let peer = p.id.peer_id();
+        sim.add(peer, p);
+    }
+    sim
+}
+
+fn statuses(events: &[(usize, Event)], at: usize) -> Vec<RequestStatus> {
+    events
+        .iter()
+        .filter_map(|(i, e)| match e {
+            Event::GuardianStatus { status, .. } if *i == at => Some(*status),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn strangers_cannot_push_out_a_real_request_and_a_busy_one_is_asked_again() {
+    let mut sim = approving_network();
+    let owner = sim.peer(0);
+    protect(&mut sim, &[1, 2], 2);
+    run(&mut sim, 5);
+    // Four strangers ask guardian 1 for the owner's share first: its four places are taken.
+    let one = guardians(&sim, &[1]);
+    for s in 3..=5 {
+        sim.with(s, |p, now| p.core.recover(owner, &one, None, now.unix))
+            .unwrap();
+    }
+    sim.with(0, |p, now| p.core.recover(owner, &one, None, now.unix))
+        .unwrap();
+    let events = run(&mut sim, 5);
+    let asked: Vec<_> = events
+        .iter()
+        .filter_map(|(i, e)| match e {
+            Event::ApprovalNeeded {
+                request_id,
+                requester,
+                ..
+            } if *i == 1 => Some((*request_id, *requester)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(asked.len(), 4);
+    // The real device asks: busy, and nothing already held was pushed out.
+    let both = guardians(&sim, &[1, 2]);
+    sim.with(6, |p, now| p.core.recover(owner, &both, None, now.unix))
+        .unwrap();
+    let events = run(&mut sim, 5);
+    assert!(statuses(&events, 6).contains(&RequestStatus::Busy));
+    assert_eq!(sim.node(1).core.pending_requests().len(), 4);
+    let approve_device = |sim: &mut Sim<Peer>, events: &[(usize, Event)]| {
+        for (i, e) in events {
+            if let Event::ApprovalNeeded {
+                request_id,
+                requester,
+                ..
+            } = e
+                && *requester == sim.peer(6)
+            {
+                let id = *request_id;
+                sim.with(*i, |p, now| p.core.approve(&id, now.unix))
+                    .unwrap();
+            }
+        }
+    };
+    approve_device(&mut sim, &events);
+    // The guardian's user denies the strangers; the device's next try (same request) is
+    // taken this time, approved by both guardians' users, and the key comes back.
+    for (id, _) in &asked {
+        sim.with(1, |p, now| p.core.deny(id, now.unix)).unwrap();
+    }
+    let mut recovered = false;
+    for _ in 0..10 {
+        let events = run(&mut sim, 60);
+        approve_device(&mut sim, &events);
+        recovered |= events
+            .iter()
+            .any(|(i, e)| *i == 6 && *e == Event::Recovered { owner });
+        if recovered {
+            break;
+        }
+    }
+    assert!(recovered);
+}
+
+#[test]
+fn a_kept_release_is_not_sent_again_after_a_revocation() {
+    let mut sim = network();
+    let owner = sim.peer(0);
+    let old = protect(&mut sim, &[1, 2], 2);
+    run(&mut sim, 5);
+    // The device asks and drops off before the releases arrive.
+    let g = guardians(&sim, &[1, 2]);
+    sim.with(6, |p, now| p.core.recover(owner, &g, None, now.unix))
+        .unwrap();
+    sim.set_online(6, false);
+    run(&mut sim, 2);
+    // The owner, still there, sees it and refreshes: the old set is revoked.
+    let new_g = guardians(&sim, &[3, 4]);
+    sim.with(0, |p, now| p.core.refresh(&old, &new_g, 2, now.unix))
+        .unwrap();
+    run(&mut sim, 5);
+    // The device comes back and asks again with the same requests: no share any more.
+    sim.set_online(6, true);
+    let events = run(&mut sim, 60);
+    assert_eq!(
+        statuses(&events, 6),
+        vec![RequestStatus::NoShare, RequestStatus::NoShare]
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|(_, e)| matches!(e, Event::ShareAccepted { .. }))
+    );
+    // A stranger's revocation of some set is not even remembered; a resent grant of a share
+    // already held is acknowledged as stored even after the user stopped accepting the owner.
+    let stranger = Identity::from_seed(&[0x99; 32]);
+    let revoke = Signed::sign(
+        &stranger,
+        mesh_recovery::message::Revocation { set_id: [7; 32] },
+        sim.now().unix,
+        mesh_crypto::UnixMillis::NEVER,
+    )
+    .unwrap();
+    let frame = Frame::Revoke(revoke.into_bytes()).encode();
+    let stranger_peer = stranger.peer_id();
+    sim.with(3, |p, now| {
+        p.core.handle(stranger_peer, "", &frame, now.unix);
+    });
+    assert_eq!(sim.node(3).core.revoked_at(&(stranger_peer, [7; 32])), None);
+}
