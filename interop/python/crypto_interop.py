@@ -238,7 +238,24 @@ def check_protocol(path):
         n += 1
     n += check_blobs(v)
     n += check_recovery(v["recovery"])
-    print(f"libsodium and Python rebuilt {n} DHT, gossip, blob and recovery vectors")
+    n += check_messages(v["messages"])
+    print(f"libsodium and Python rebuilt {n} DHT, gossip, blob, recovery and message vectors")
+
+
+def check_messages(v):
+    """Rebuilds a message, its direct frame and its receipt (docs/PROTOCOL.md section 15)."""
+    spk, ssk, _, sxsk = m.keypair(unhex(v["sender_seed"]))
+    rpk, rsk, _, rxsk = m.keypair(unhex(v["recipient_seed"]))
+    ctx = b"mesh/message/v1"
+    plain = bytes([1, 1]) + unhex(v["body"])
+    msg = m.seal(ssk, spk, rpk, ctx, plain, unhex(v["message_ephemeral"]), unhex(v["message_nonce"]))
+    assert msg.hex() == v["message"], "message envelope rebuilt byte for byte"
+    sender, msg_id, opened = m.open_envelope(rpk, rxsk, ctx, msg)
+    assert sender == spk and opened == plain and msg_id.hex() == v["message_id"], "message opens"
+    assert (bytes([1]) + msg).hex() == v["direct_frame"], "direct frame"
+    receipt = m.seal(rsk, rpk, spk, ctx, bytes([1, 2]) + msg_id, unhex(v["receipt_ephemeral"]), unhex(v["receipt_nonce"]))
+    assert receipt.hex() == v["receipt"], "receipt rebuilt byte for byte"
+    return 3
 
 
 def check_recovery(r):

@@ -157,9 +157,10 @@ fn generate() -> Value {
     ];
     let (blobs, blob_messages, private_blobs) = blob_vectors();
     let recovery = recovery_vectors();
+    let messages = message_vectors();
     json!({
         "version": 1,
-        "description": "mesh DHT, gossip, blob and recovery v1 vectors; see docs/PROTOCOL.md sections 11 to 14",
+        "description": "mesh DHT, gossip, blob, recovery and message v1 vectors; see docs/PROTOCOL.md sections 11 to 15",
         "dht_records": dht_records,
         "dht_messages": dht_messages,
         "gossip_messages": gossip_messages,
@@ -170,6 +171,47 @@ fn generate() -> Value {
         "blob_messages": blob_messages,
         "private_blobs": private_blobs,
         "recovery": recovery,
+        "messages": messages,
+    })
+}
+
+/// A message and its receipt (fixed ephemeral secrets and nonces), and the direct frame.
+fn message_vectors() -> Value {
+    use mesh_node::messaging::{MESSAGE_CONTEXT, MESSAGE_VERSION};
+    let sender = Identity::from_seed(&[0x81; 32]);
+    let recipient = Identity::from_seed(&[0x82; 32]);
+    let body = b"hello, encrypted";
+    let mut plain = vec![MESSAGE_VERSION, 1];
+    plain.extend_from_slice(body);
+    let message = mesh_crypto::envelope::seal_deterministic(
+        &sender,
+        &recipient.peer_id(),
+        MESSAGE_CONTEXT,
+        &plain,
+        &[0x83; 32],
+        &[0x84; 24],
+    )
+    .unwrap();
+    let id = mesh_crypto::envelope::verify(&message, 1024).unwrap().id;
+    let mut receipt_plain = vec![MESSAGE_VERSION, 2];
+    receipt_plain.extend_from_slice(id.as_bytes());
+    let receipt = mesh_crypto::envelope::seal_deterministic(
+        &recipient,
+        &sender.peer_id(),
+        MESSAGE_CONTEXT,
+        &receipt_plain,
+        &[0x85; 32],
+        &[0x86; 24],
+    )
+    .unwrap();
+    let mut frame = vec![MESSAGE_VERSION];
+    frame.extend_from_slice(&message);
+    json!({
+        "sender_seed": hex(&[0x81; 32]), "recipient_seed": hex(&[0x82; 32]), "body": hex(body),
+        "message_ephemeral": hex(&[0x83; 32]), "message_nonce": hex(&[0x84; 24]),
+        "message": hex(&message), "message_id": hex(id.as_bytes()), "direct_frame": hex(&frame),
+        "receipt_ephemeral": hex(&[0x85; 32]), "receipt_nonce": hex(&[0x86; 24]),
+        "receipt": hex(&receipt),
     })
 }
 

@@ -22,6 +22,7 @@ const WASM_CRATES: &[&str] = &[
     "mesh-gossip",
     "mesh-blob",
     "mesh-recovery",
+    "mesh-node",
 ];
 /// Browser test targets: (package, its integration tests).
 const WASM_TESTS: &[(&str, &[&str])] = &[
@@ -613,7 +614,7 @@ impl Ci {
             )
         });
         self.step_needing(
-            "interop: libsodium + Python rebuild DHT, gossip, blob and recovery vectors",
+            "interop: libsodium + Python rebuild DHT, gossip, blob, recovery, message vectors",
             &needs,
             |c| {
                 let py = c.venv_python().to_string_lossy().into_owned();
