@@ -379,7 +379,7 @@ impl Ci {
         // The README's first command, so that it keeps working (same features as the tests:
         // nothing is built twice).
         self.step_needing(
-            "run: README demo (local mesh over WebRTC)",
+            "run: README demo (meshd demo: a local mesh over WebRTC)",
             &[NATIVE_PACKAGES],
             |c| {
                 c.cargo(
@@ -388,9 +388,9 @@ impl Ci {
                         "--locked",
                         "--all-features",
                         "-p",
-                        "mesh-tests",
-                        "--example",
-                        "local-mesh",
+                        "meshd",
+                        "--",
+                        "demo",
                     ],
                     &[],
                 )

@@ -1,0 +1,239 @@
+//! [`Node`]: every protocol of mesh on one connection pool and one store. The DHT, gossip, the
+//! blob service, social recovery and messaging each run their driver over the same [`Pool`]
+//! (one link per peer carries them all) and keep their state in the same [`KvStore`], whose
+//! schema must list [`TABLES`] (or be [`SCHEMA`]).
+
+use std::sync::Arc;
+
+use mesh_blob::store::{BlobConfig, BlobStore};
+use mesh_blob::transfer::{BlobService, TransferConfig};
+use mesh_crypto::{Identity, PeerId};
+use mesh_dht::driver::{DhtHandle, DriverOptions as DhtOptions};
+use mesh_gossip::driver::{Delivered, DriverOptions as GossipOptions, GossipHandle};
+use mesh_platform::kv::{KvStore, Schema};
+use mesh_platform::runtime::Runtime;
+use mesh_recovery::driver::{DriverOptions as RecoveryOptions, RecoveryHandle};
+use mesh_recovery::node::RecoveryConfig;
+use mesh_transport::Transport;
+use mesh_transport::pool::Pool;
+use tokio::sync::mpsc::Receiver;
+
+use crate::messaging::{MessagingEvent, Messenger};
+
+/// Every table a node writes: the DHT's, gossip's, the blob store's and recovery's.
+pub const TABLES: [&str; 12] = [
+    mesh_dht::persist::RECORDS_TABLE,
+    mesh_dht::persist::CONTACTS_TABLE,
+    mesh_gossip::driver::MESSAGES_TABLE,
+    mesh_blob::store::TABLES[0],
+    mesh_blob::store::TABLES[1],
+    mesh_blob::store::TABLES[2],
+    mesh_blob::store::TABLES[3],
+    mesh_blob::store::TABLES[4],
+    mesh_blob::store::TABLES[5],
+    mesh_blob::store::TABLES[6],
+    mesh_blob::store::TABLES[7],
+    mesh_recovery::driver::SHARES_TABLE,
+];
+
+/// The schema of a node's store (version 1: [`TABLES`]).
+pub static SCHEMA: Schema = Schema {
+    version: 1,
+    tables: &TABLES,
+    migrations: &[],
+};
+
+/// Errors starting a node.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The DHT driver.
+    #[error("dht: {0}")]
+    Dht(#[from] mesh_dht::driver::DriverError),
+    /// The gossip driver.
+    #[error("gossip: {0}")]
+    Gossip(#[from] mesh_gossip::driver::DriverError),
+    /// The blob store.
+    #[error("blobs: {0}")]
+    Blob(#[from] mesh_blob::BlobError),
+    /// The recovery driver.
+    #[error("recovery: {0}")]
+    Recovery(#[from] mesh_recovery::driver::DriverError),
+}
+
+/// How to start a node. Every part has its defaults.
+#[derive(Debug, Clone, Default)]
+pub struct NodeConfig {
+    /// Peers to join the DHT through.
+    pub bootstrap: Vec<(PeerId, String)>,
+    /// The DHT's settings.
+    pub dht: mesh_dht::node::DhtConfig,
+    /// Gossip's settings.
+    pub gossip: mesh_gossip::GossipConfig,
+    /// The blob store's limits.
+    pub blobs: BlobConfig,
+    /// Blob transfers' limits.
+    pub transfer: TransferConfig,
+    /// Social recovery's policy.
+    pub recovery: RecoveryConfig,
+}
+
+/// What a node reports, one channel per kind.
+#[derive(Debug)]
+pub struct NodeEvents {
+    /// Messages for this node, and receipts of its own.
+    pub messages: Receiver<MessagingEvent>,
+    /// Social recovery.
+    pub recovery: Receiver<mesh_recovery::Event>,
+    /// Gossip messages of topics other than messaging's.
+    pub gossip: Receiver<Delivered>,
+}
+
+/// A running node: handles to each protocol's driver. Cheap to clone.
+pub struct Node<T: Transport, R: Runtime> {
+    /// The node's identity.
+    pub identity: Arc<Identity>,
+    /// Where peers dial it.
+    pub address: String,
+    /// The connection pool every protocol shares.
+    pub pool: Pool<T, R>,
+    /// The DHT.
+    pub dht: DhtHandle,
+    /// Gossip.
+    pub gossip: GossipHandle,
+    /// The blob store and transfers.
+    pub blobs: BlobService,
+    /// Social recovery.
+    pub recovery: RecoveryHandle,
+    /// Messaging.
+    pub messenger: Messenger,
+}
+
+impl<T: Transport, R: Runtime> Clone for Node<T, R> {
+    fn clone(&self) -> Self {
+        Self {
+            identity: Arc::clone(&self.identity),
+            address: self.address.clone(),
+            pool: self.pool.clone(),
+            dht: self.dht.clone(),
+            gossip: self.gossip.clone(),
+            blobs: self.blobs.clone(),
+            recovery: self.recovery.clone(),
+            messenger: self.messenger.clone(),
+        }
+    }
+}
+
+impl<T: Transport + 'static, R: Runtime> std::fmt::Debug for Node<T, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("peer", &self.identity.peer_id())
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Transport + 'static, R: Runtime> Node<T, R> {
+    /// Starts a node for `identity` over `transport`, dialable at `address`, with its state in
+    /// `store` (opened with [`SCHEMA`], or a schema listing [`TABLES`]): what the store holds
+    /// from an earlier run (DHT records and contacts, gossip messages, blobs, guardians'
+    /// shares) is restored.
+    ///
+    /// # Errors
+    /// A driver's error while restoring its state.
+    pub async fn start(
+        identity: Arc<Identity>,
+        transport: T,
+        runtime: R,
+        address: &str,
+        store: Arc<dyn KvStore>,
+        config: NodeConfig,
+    ) -> Result<(Self, NodeEvents), NodeError> {
+        let me = identity.peer_id();
+        let pool = Pool::new(transport, runtime.clone(), me, address);
+        pool.start_accepting();
+        let dht = mesh_dht::driver::start(
+            me,
+            pool.clone(),
+            runtime.clone(),
+            DhtOptions {
+                config: config.dht,
+                store: Some(Arc::clone(&store)),
+                metrics: None,
+                bootstrap: config.bootstrap,
+            },
+        )
+        .await?;
+        let (gossip, deliveries) = mesh_gossip::driver::start(
+            me,
+            pool.clone(),
+            runtime.clone(),
+            GossipOptions {
+                config: config.gossip,
+                store: Some(Arc::clone(&store)),
+                ..GossipOptions::default()
+            },
+        )
+        .await?;
+        let blob_store = BlobStore::open(Arc::clone(&store), config.blobs).await?;
+        let blobs = mesh_blob::transfer::start(&pool, &runtime, blob_store, config.transfer);
+        let (recovery, recovery_events) = mesh_recovery::driver::start(
+            Arc::clone(&identity),
+            pool.clone(),
+            runtime.clone(),
+            RecoveryOptions {
+                config: config.recovery,
+                store: Some(store),
+            },
+        )
+        .await?;
+        let (messenger, messages, gossip_other) = crate::messaging::start(
+            Arc::clone(&identity),
+            &pool,
+            &runtime,
+            gossip.clone(),
+            deliveries,
+        );
+        Ok((
+            Self {
+                identity,
+                address: address.to_string(),
+                pool,
+                dht,
+                gossip,
+                blobs,
+                recovery,
+                messenger,
+            },
+            NodeEvents {
+                messages,
+                recovery: recovery_events,
+                gossip: gossip_other,
+            },
+        ))
+    }
+
+    /// The node's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.identity.peer_id()
+    }
+
+    /// Makes `peer` (at `address`) a gossip neighbour: messages through the mesh reach this
+    /// node through its neighbours, and a new neighbour is pulled from at once.
+    ///
+    /// # Errors
+    /// The gossip driver has stopped.
+    pub async fn add_neighbour(&self, peer: PeerId, address: &str) -> Result<(), NodeError> {
+        Ok(self.gossip.add_neighbour(peer, address).await?)
+    }
+
+    /// Stops every driver (after each wrote what it must) and closes every link. The store can
+    /// be reopened once the node's handles are dropped.
+    pub async fn shutdown(&self) {
+        let _ = self.gossip.shutdown().await;
+        let _ = self.dht.shutdown().await;
+        let _ = self.recovery.shutdown().await;
+        self.blobs.shutdown();
+        self.pool.close_all().await;
+    }
+}
