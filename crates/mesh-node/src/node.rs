@@ -228,8 +228,12 @@ impl<T: Transport + 'static, R: Runtime> Node<T, R> {
     }
 
     /// Stops every driver (after each wrote what it must) and closes every link. The store can
-    /// be reopened once the node's handles are dropped.
+    /// be reopened once the node's handles are dropped and the drivers' tasks have ended (a
+    /// moment later: they end asynchronously). The pool keeps accepting links until the
+    /// transport is dropped.
     pub async fn shutdown(&self) {
+        // Messaging first: it publishes through gossip.
+        let _ = self.messenger.shutdown().await;
         let _ = self.gossip.shutdown().await;
         let _ = self.dht.shutdown().await;
         let _ = self.recovery.shutdown().await;

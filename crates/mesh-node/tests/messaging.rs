@@ -240,7 +240,28 @@ async fn duplicates_forgeries_and_floods_are_refused() {
     let s = b.messenger.stats().await.unwrap();
     assert_eq!((s.received, s.duplicates, s.refused), (1, 1, 2));
 
-    // A flood: 700 direct frames in a minute; 600 are allowed (minus the 4 already sent).
+    // A receipt for a message b never sent to its signer: refused, nothing reported.
+    let mut receipt = vec![MESSAGE_VERSION, 2];
+    receipt.extend_from_slice(&[5; 32]);
+    let env = envelope::seal(&a, &to, MESSAGE_CONTEXT, &receipt).unwrap();
+    let mut f = vec![MESSAGE_VERSION];
+    f.extend_from_slice(&env);
+    pool.send(b.peer(), "b", Frame::new(ProtocolId::MESSAGING, f).unwrap())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(b.messenger.stats().await.unwrap().refused, 3);
+    assert!(
+        b.events.try_recv().is_err(),
+        "no Delivered for a forged receipt"
+    );
+    // A message to oneself is refused.
+    assert!(matches!(
+        b.messenger.send(b.peer(), b"me").await,
+        Err(MessagingError::ToSelf)
+    ));
+
+    // A flood: 700 direct frames in a minute; 600 are allowed (minus the 5 already sent).
     for i in 0..700u32 {
         pool.send(b.peer(), "b", frame(&a, &i.to_le_bytes()))
             .await
@@ -249,11 +270,11 @@ async fn duplicates_forgeries_and_floods_are_refused() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let s = b.messenger.stats().await.unwrap();
     // The limit refills at 10 a second while the flood lasts: a few more may pass.
-    assert!((597..620).contains(&s.received), "{s:?}");
-    assert!(s.refused >= 2 + 80, "{s:?}");
+    assert!((596..620).contains(&s.received), "{s:?}");
+    assert!(s.refused >= 3 + 80, "{s:?}");
     assert_eq!(
         s.received + s.refused + s.duplicates,
-        4 + 700,
+        5 + 700,
         "every frame counted once"
     );
 }

@@ -347,6 +347,13 @@ impl<T: Transport + 'static, R: Runtime> Driver<T, R> {
     ) {
         loop {
             let now = self.runtime.unix_time();
+            // The core's timers run at their time even while frames keep coming.
+            if self.node.next_wakeup().is_some_and(|t| t <= now) {
+                self.node.tick(now);
+                if self.persist().await {
+                    self.flush();
+                }
+            }
             let sleep = self
                 .node
                 .next_wakeup()
