@@ -31,6 +31,12 @@ pub mod wire;
 pub mod conformance;
 
 pub use manifest::{BlobId, Manifest};
+
+/// Locks `m`, going on with what is there if a panic poisoned it (no state here is left
+/// half-updated in a way that matters more than stopping would).
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 pub use store::{
     BlobConfig, BlobError, BlobInfo, BlobReader, BlobStore, BlobWriter, GcReport, Hold, OwnerUsage,
     PutOptions, Stored, Usage,

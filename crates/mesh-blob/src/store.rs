@@ -520,12 +520,7 @@ impl BlobStore {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        // A panic while the lock was held cannot leave the state half-updated in a way that
-        // matters more than stopping would: keep going with what is there.
-        self.inner
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::lock(&self.inner.state)
     }
 
     /// What the store holds.

@@ -22,7 +22,9 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
+
+use crate::lock;
 use std::time::Duration;
 
 use mesh_crypto::{PeerId, UnixMillis};
@@ -263,10 +265,6 @@ struct Shared {
     counters: Counters,
     stopped: AtomicBool,
     stop: Notify,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Serves the store to peers and fetches blobs from them. Cheap to clone (a handle).

@@ -225,6 +225,16 @@ pub fn verify(envelope: &[u8], max_plaintext: usize) -> Result<Verified, Error> 
     parse(envelope, max_plaintext)?.verify()
 }
 
+/// The id of an envelope (the digest its sender signed), from its layout alone: no signature
+/// check. For a sender naming what it just sealed; a receiver learns the id from [`open`] or
+/// [`verify`], which check the signature.
+///
+/// # Errors
+/// The layout errors of [`open`].
+pub fn id(envelope: &[u8]) -> Result<EnvelopeId, Error> {
+    Ok(envelope_id(parse(envelope, MAX_PLAINTEXT_LEN)?.signed))
+}
+
 struct Parsed<'a> {
     header: &'a [u8],
     sender: [u8; 32],
@@ -359,6 +369,12 @@ mod tests {
             (v.sender, v.recipient, v.id),
             (alice.peer_id(), bob.peer_id(), opened.id)
         );
+        assert_eq!(
+            id(&env).unwrap(),
+            opened.id,
+            "the id without a signature check"
+        );
+        assert!(id(&env[..env.len() - 1]).is_err());
     }
 
     #[test]

@@ -38,33 +38,7 @@ struct Node {
 }
 
 async fn node(net: &Net, address: &str) -> Node {
-    let id = Arc::new(Identity::generate());
-    let rt = TokioRuntime::current();
-    let pool = Pool::new(
-        net.transport(Arc::clone(&id), address).unwrap(),
-        rt.clone(),
-        id.peer_id(),
-        address,
-    );
-    pool.start_accepting();
-    let (gossip, deliveries) = mesh_gossip::driver::start(
-        id.peer_id(),
-        pool.clone(),
-        rt.clone(),
-        DriverOptions::default(),
-    )
-    .await
-    .unwrap();
-    let (messenger, events, _other) =
-        start(Arc::clone(&id), &pool, &rt, gossip.clone(), deliveries);
-    Node {
-        id,
-        address: address.to_string(),
-        pool,
-        gossip,
-        messenger,
-        events,
-    }
+    node_with(net, address, Arc::new(Identity::generate())).await
 }
 
 impl Node {

@@ -121,53 +121,48 @@ fn chat(id: &Identity, text: &str) -> Result<Vec<u8>, Error> {
     Ok(GossipMessage::sign(id, payload, now, UnixMillis(now.0 + 3_600_000))?.into_bytes())
 }
 
-/// The next message event satisfying `what`, within [`WAIT`].
+/// The next item of `rx` satisfying `what`, within [`WAIT`].
+async fn next_matching<T>(
+    rx: &mut tokio::sync::mpsc::Receiver<T>,
+    what: impl Fn(&T) -> bool,
+    late: &str,
+) -> Result<T, Error> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let item = tokio::time::timeout(left, rx.recv())
+            .await
+            .map_err(|_| format!("{late} within {WAIT:?}"))?
+            .ok_or("a driver stopped")?;
+        if what(&item) {
+            return Ok(item);
+        }
+    }
+}
+
 async fn message_event(
     p: &mut Peer,
     what: impl Fn(&MessagingEvent) -> bool,
 ) -> Result<MessagingEvent, Error> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let e = tokio::time::timeout(left, p.events.messages.recv())
-            .await
-            .map_err(|_| "a message did not arrive in time")?
-            .ok_or("messaging stopped")?;
-        if what(&e) {
-            return Ok(e);
-        }
-    }
+    next_matching(&mut p.events.messages, what, "a message did not arrive").await
 }
 
 async fn recovery_event(
     p: &mut Peer,
     what: impl Fn(&RecoveryEvent) -> bool,
 ) -> Result<RecoveryEvent, Error> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let e = tokio::time::timeout(left, p.events.recovery.recv())
-            .await
-            .map_err(|_| "a recovery step did not happen in time")?
-            .ok_or("recovery stopped")?;
-        if what(&e) {
-            return Ok(e);
-        }
-    }
+    next_matching(
+        &mut p.events.recovery,
+        what,
+        "a recovery step did not happen",
+    )
+    .await
 }
 
 async fn expect_chat(p: &mut Peer, text: &str) -> Result<(), Error> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let got = tokio::time::timeout(left, p.events.gossip.recv())
-            .await
-            .map_err(|_| format!("{text:?} did not arrive within {WAIT:?}"))?
-            .ok_or("gossip stopped")?;
-        if got.body == text.as_bytes() {
-            return Ok(());
-        }
-    }
+    let late = format!("{text:?} did not arrive");
+    next_matching(&mut p.events.gossip, |g| g.body == text.as_bytes(), &late).await?;
+    Ok(())
 }
 
 async fn demo(dir: &Path) -> Result<(), Error> {
