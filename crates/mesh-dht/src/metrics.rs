@@ -85,6 +85,10 @@ impl DhtMetrics {
                 .f64_histogram("mesh.dht.lookup.duration")
                 .with_unit("s")
                 .with_description("Duration of finished lookups, by kind")
+                // Seconds (the SDK's default buckets are for milliseconds).
+                .with_boundaries(vec![
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                ])
                 .build(),
             lookup_hops: meter
                 .u64_histogram("mesh.dht.lookup.hops")

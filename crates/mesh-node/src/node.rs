@@ -79,6 +79,10 @@ pub struct NodeConfig {
 }
 
 /// What a node reports, one channel per kind.
+///
+/// Metrics: the DHT and gossip record theirs on the global OpenTelemetry meter provider
+/// (meters `mesh-dht`, `mesh-gossip`; the blob store's is `mesh-blob`): a no-op until the
+/// application installs one, as `meshd` does for its `/metrics` endpoint.
 #[derive(Debug)]
 pub struct NodeEvents {
     /// Messages for this node, and receipts of its own.
@@ -159,7 +163,9 @@ impl<T: Transport + 'static, R: Runtime> Node<T, R> {
             DhtOptions {
                 config: config.dht,
                 store: Some(Arc::clone(&store)),
-                metrics: None,
+                metrics: Some(mesh_dht::metrics::DhtMetrics::new(
+                    &opentelemetry::global::meter("mesh-dht"),
+                )),
                 bootstrap: config.bootstrap,
             },
         )
@@ -171,6 +177,9 @@ impl<T: Transport + 'static, R: Runtime> Node<T, R> {
             GossipOptions {
                 config: config.gossip,
                 store: Some(Arc::clone(&store)),
+                metrics: Some(mesh_gossip::driver::GossipMetrics::new(
+                    &opentelemetry::global::meter("mesh-gossip"),
+                )),
                 ..GossipOptions::default()
             },
         )
@@ -216,6 +225,28 @@ impl<T: Transport + 'static, R: Runtime> Node<T, R> {
     /// The node's peer id.
     pub fn peer_id(&self) -> PeerId {
         self.identity.peer_id()
+    }
+
+    /// Where `peer` can be dialed: the address of an open link, or else what a DHT lookup of
+    /// the peer's own key finds in the routing tables of the nodes closest to it (peers add
+    /// each other's contacts as they talk, so a peer that joined the DHT can be found by
+    /// anyone in it). `None` when nobody knows a dialable address (a peer only reachable
+    /// through others, such as a browser: reach it through the mesh).
+    ///
+    /// # Errors
+    /// The DHT driver has stopped.
+    pub async fn locate(&self, peer: PeerId) -> Result<Option<String>, NodeError> {
+        if let Some(address) = self.pool.address_of(&peer).filter(|a| !a.is_empty()) {
+            return Ok(Some(address));
+        }
+        let contacts = self
+            .dht
+            .find_node(mesh_dht::key::Key::of_peer(&peer))
+            .await?;
+        Ok(contacts
+            .into_iter()
+            .find(|c| c.peer == peer && !c.address.is_empty())
+            .map(|c| c.address))
     }
 
     /// Makes `peer` (at `address`) a gossip neighbour: messages through the mesh reach this

@@ -348,6 +348,20 @@ impl PinPolicy {
         Some((expires.0 as f64 - now.0 as f64) / DAY_MS as f64)
     }
 
+    /// Records the `mesh.pinning.days_until_expiry` gauge for the active set at `now` (and
+    /// warns when it is close), as every check does: for a node that distributes the set
+    /// rather than connecting through it, so its dashboards see the expiry coming.
+    pub fn report_expiry(&self, now: UnixMillis) {
+        let expires = self
+            .active
+            .read()
+            .ok()
+            .and_then(|a| a.as_ref().map(Signed::expires_at));
+        if let Some(expires) = expires {
+            self.record_expiry(expires, now);
+        }
+    }
+
     fn record_expiry(&self, expires_at: UnixMillis, now: UnixMillis) {
         #[allow(clippy::cast_precision_loss)]
         let days = (expires_at.0 as f64 - now.0 as f64) / DAY_MS as f64;

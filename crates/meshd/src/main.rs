@@ -1,498 +1,326 @@
 //! `meshd`: the mesh node binary.
 //!
-//! `meshd demo` starts a real local mesh on this machine: six [`Node`]s linked by WebRTC on
-//! loopback (HTTP signaling), each with its DHT, gossip, blob service, social recovery and
-//! messaging on one connection pool, and its state in a redb file. Then, step by step:
-//!
-//! 1. the nodes join the DHT and store and look up signed profile records;
-//! 2. a chat message spreads to all by push gossip, and an encrypted message goes to a peer
-//!    and comes back as a receipt;
-//! 3. a node goes down; an encrypted message is written to it while it is away (through the
-//!    mesh); it restarts from its redb file, catches up by pull, reads the message, and its
-//!    receipt reaches the sender;
-//! 4. a 2 MiB file encrypted to one node is stored at another and fetched chunk by verified
-//!    chunk over WebRTC, then decrypted;
-//! 5. a node protects its identity key with three guardians, "loses" its device, and a new
-//!    device gets the key back after two guardians' users compare verification codes.
-//!
-//! It ends with a report. Every wait is bounded; any failure exits non-zero.
+//! - `meshd demo`: a real local mesh of six nodes over WebRTC on loopback (see [`demo`]).
+//! - `meshd run`: a long-running node (see [`daemon`]); settings from `meshd.toml`, `MESHD_*`
+//!   variables and flags (see [`config`]).
+//! - `meshd send`, `inbox`, `blob put/get`, `invite create/accept`, `recovery ...`, `status`,
+//!   `stop`: ask the node running on the same data directory (see [`control`]).
+//! - `meshd id`, `meshd pin`: offline helpers.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a program that reports what it does
 
-use std::path::{Path, PathBuf};
+mod client;
+mod config;
+mod control;
+mod daemon;
+mod demo;
+mod http;
+mod metrics;
+mod pin;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use mesh_blob::private::{PrivateReader, put_private};
-use mesh_blob::store::PutOptions;
-use mesh_crypto::{Identity, PeerId, UnixMillis};
-use mesh_dht::record::record_key;
-use mesh_dht::{Record, RecordPayload};
-use mesh_gossip::{GossipMessage, GossipPayload};
-use mesh_node::node::SCHEMA;
-use mesh_node::{MessagingEvent, Node, NodeConfig, NodeEvents};
-use mesh_platform::kv::{KvStore, Store};
-use mesh_platform::runtime::{Runtime, TokioRuntime};
-use mesh_recovery::Event as RecoveryEvent;
-use mesh_store_redb::RedbBackend;
-use mesh_transport_webrtc::signaling::http::HttpSignaling;
-use mesh_transport_webrtc::{WebRtcConfig, WebRtcTransport};
+use clap::{Parser, Subcommand};
 
-const NODES: usize = 6;
-const WAIT: Duration = Duration::from_secs(30);
-
-type MeshNode = Node<WebRtcTransport<HttpSignaling>, TokioRuntime>;
-type Error = Box<dyn std::error::Error>;
-
-struct Peer {
-    node: MeshNode,
-    events: NodeEvents,
+/// A node of mesh: serverless, end-to-end encrypted messaging over a Kademlia DHT, gossip and
+/// WebRTC.
+#[derive(Debug, Parser)]
+#[command(name = "meshd", version, about, long_about = None)]
+struct Cli {
+    /// The node's data directory: identity, store, control file.
+    #[arg(
+        long,
+        global = true,
+        env = "MESHD_DATA_DIR",
+        default_value = "meshd-data"
+    )]
+    data_dir: PathBuf,
+    /// Config file (TOML); default: `DATA_DIR/meshd.toml` if it exists.
+    #[arg(long, global = true, env = "MESHD_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
 }
 
-/// What the report at the end says.
-#[derive(Default)]
-struct Report {
-    lookups: usize,
-    direct_ms: f64,
-    mesh_ms: f64,
-    pulled: u64,
-    blob_mib_s: f64,
-    blob_chunks: u32,
-    recovery_s: f64,
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs a local mesh of six nodes over WebRTC on loopback, shows the mission, reports.
+    Demo,
+    /// Runs a long-lived node: signaling endpoint, /health, /metrics, control API.
+    Run(config::RunArgs),
+    /// Prints this node's peer id (making the identity if there is none).
+    Id,
+    /// Shows the running node's state.
+    Status,
+    /// Sends an end-to-end encrypted message.
+    Send {
+        /// The recipient's peer id.
+        to: String,
+        /// The text.
+        text: String,
+        /// Seconds to wait for the delivery receipt (0: do not wait).
+        #[arg(long, default_value_t = 10)]
+        wait: u64,
+        /// Find the recipient in the DHT and link to it first (otherwise: a link if one is
+        /// open, the mesh if not).
+        #[arg(long)]
+        connect: bool,
+    },
+    /// Lists messages received.
+    Inbox {
+        /// Only those after this sequence number.
+        #[arg(long)]
+        after: Option<u64>,
+        /// Keep waiting for new ones.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Finds a peer through the DHT (or at an address) and links to it.
+    Connect {
+        /// Its peer id.
+        peer: String,
+        /// Its signaling URL, if known.
+        #[arg(long)]
+        address: Option<String>,
+    },
+    /// Stores and fetches files.
+    #[command(subcommand)]
+    Blob(BlobCommand),
+    /// Makes and accepts signed invites.
+    #[command(subcommand)]
+    Invite(InviteCommand),
+    /// Social recovery of identity keys.
+    #[command(subcommand)]
+    Recovery(RecoveryCommand),
+    /// Prints the certificate pin of certificate or key files (PEM or DER).
+    Pin {
+        /// Certificates, public keys or private keys.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Stops the running node gracefully.
+    Stop,
 }
 
-async fn start(
-    id: &Arc<Identity>,
-    file: &Path,
-    bootstrap: Vec<(PeerId, String)>,
-) -> Result<Peer, Error> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let signaling = Arc::new(HttpSignaling::serve(listener)?);
-    let address = signaling.url().ok_or("no signaling address")?;
-    let transport = WebRtcTransport::new(Arc::clone(id), signaling, WebRtcConfig::loopback());
-    let store: Arc<dyn KvStore> =
-        Arc::new(Store::open(RedbBackend::open(file).await?, &SCHEMA).await?);
-    let (node, events) = Node::start(
-        Arc::clone(id),
-        transport,
-        TokioRuntime::current(),
-        &address,
-        store,
-        NodeConfig {
-            bootstrap,
-            ..NodeConfig::default()
-        },
-    )
-    .await?;
-    Ok(Peer { node, events })
+#[derive(Debug, Subcommand)]
+enum BlobCommand {
+    /// Stores a file (pinned, held by this node) and prints its id.
+    Put {
+        /// The file.
+        file: PathBuf,
+    },
+    /// Writes a blob to a file, fetching it from peers if it is not stored here.
+    Get {
+        /// The blob id (64 hex digits).
+        id: String,
+        /// Peers that have it.
+        #[arg(long, value_delimiter = ',')]
+        from: Vec<String>,
+        /// The file to write.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
 }
 
-async fn link(a: &Peer, b: &Peer) -> Result<(), Error> {
-    a.node
-        .add_neighbour(b.node.peer_id(), &b.node.address)
-        .await?;
-    b.node
-        .add_neighbour(a.node.peer_id(), &a.node.address)
-        .await?;
-    Ok(())
+#[derive(Debug, Subcommand)]
+enum InviteCommand {
+    /// Prints a signed invite link to this node.
+    Create {
+        /// A display name to put in it.
+        #[arg(long)]
+        name: Option<String>,
+        /// Hours it stays valid (default 7 days).
+        #[arg(long)]
+        ttl_hours: Option<u64>,
+    },
+    /// Verifies an invite link and links to its inviter.
+    Accept {
+        /// The `mesh://invite/...` link.
+        link: String,
+    },
 }
 
-fn now() -> UnixMillis {
-    TokioRuntime::current().unix_time()
+#[derive(Debug, Subcommand)]
+enum RecoveryCommand {
+    /// Shares this node's identity key among guardians, any THRESHOLD of whom recover it.
+    Setup {
+        /// How many guardians it takes.
+        #[arg(long)]
+        threshold: u8,
+        /// The guardians' peer ids.
+        #[arg(required = true)]
+        guardians: Vec<String>,
+    },
+    /// Agrees to keep a share of OWNER's key (guardians do this first).
+    Guard {
+        /// The owner's peer id.
+        owner: String,
+        /// Stop guarding instead.
+        #[arg(long)]
+        stop: bool,
+    },
+    /// Lists requests waiting for this guardian's approval, with their codes.
+    Requests,
+    /// Approves a request (after comparing its code with the owner's new device).
+    Approve {
+        /// The request id.
+        request: String,
+    },
+    /// Denies a request.
+    Deny {
+        /// The request id.
+        request: String,
+    },
+    /// On a new device: asks OWNER's guardians for the key.
+    Start {
+        /// The lost identity's peer id.
+        #[arg(long)]
+        owner: String,
+        /// Its guardians' peer ids.
+        #[arg(required = true)]
+        guardians: Vec<String>,
+        /// Seconds to wait for the key (0: do not wait).
+        #[arg(long, default_value_t = 600)]
+        wait: u64,
+    },
+    /// Shows recovery events and recovered keys.
+    Status,
 }
 
-fn signed_record(id: &Identity, name: &str, value: &str) -> Result<Vec<u8>, Error> {
-    let now = now();
-    let payload = RecordPayload {
-        name: name.as_bytes().to_vec(),
-        seq: 1,
-        value: value.as_bytes().to_vec(),
-    };
-    Ok(Record::sign(id, payload, now, UnixMillis(now.0 + 3_600_000))?.into_bytes())
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+fn init_logging(filter: &str) -> Result<(), Error> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .map_err(|e| format!("log filter {filter:?}: {e}"))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init()
+        .map_err(|e| e.to_string().into())
 }
 
-fn chat(id: &Identity, text: &str) -> Result<Vec<u8>, Error> {
-    let now = now();
-    let payload = GossipPayload {
-        topic: b"chat".to_vec(),
-        body: text.as_bytes().to_vec(),
-    };
-    Ok(GossipMessage::sign(id, payload, now, UnixMillis(now.0 + 3_600_000))?.into_bytes())
+async fn demo_command() -> Result<(), Error> {
+    let dir = tempfile::tempdir()?;
+    match tokio::time::timeout(Duration::from_secs(180), demo::demo(dir.path())).await {
+        Ok(r) => r.map_err(|e| e.to_string().into()),
+        Err(_) => Err("the demo did not finish within 180 s".into()),
+    }
 }
 
-/// The next item of `rx` satisfying `what`, within [`WAIT`].
-async fn next_matching<T>(
-    rx: &mut tokio::sync::mpsc::Receiver<T>,
-    what: impl Fn(&T) -> bool,
-    late: &str,
-) -> Result<T, Error> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let item = tokio::time::timeout(left, rx.recv())
-            .await
-            .map_err(|_| format!("{late} within {WAIT:?}"))?
-            .ok_or("a driver stopped")?;
-        if what(&item) {
-            return Ok(item);
+async fn dispatch(cli: Cli) -> Result<(), Error> {
+    let data_dir = cli.data_dir;
+    let control = || client::Control::open(&data_dir);
+    match cli.command {
+        Command::Demo => demo_command().await,
+        Command::Run(args) => {
+            let file = config::read_file(&data_dir, cli.config.as_deref())?;
+            let settings = config::merge(data_dir.clone(), file, args)?;
+            init_logging(&settings.log)?;
+            daemon::run(settings).await
         }
-    }
-}
-
-async fn message_event(
-    p: &mut Peer,
-    what: impl Fn(&MessagingEvent) -> bool,
-) -> Result<MessagingEvent, Error> {
-    next_matching(&mut p.events.messages, what, "a message did not arrive").await
-}
-
-async fn recovery_event(
-    p: &mut Peer,
-    what: impl Fn(&RecoveryEvent) -> bool,
-) -> Result<RecoveryEvent, Error> {
-    next_matching(
-        &mut p.events.recovery,
-        what,
-        "a recovery step did not happen",
-    )
-    .await
-}
-
-async fn expect_chat(p: &mut Peer, text: &str) -> Result<(), Error> {
-    let late = format!("{text:?} did not arrive");
-    next_matching(&mut p.events.gossip, |g| g.body == text.as_bytes(), &late).await?;
-    Ok(())
-}
-
-async fn demo(dir: &Path) -> Result<(), Error> {
-    let started = Instant::now();
-    let mut report = Report::default();
-    let ids: Vec<Arc<Identity>> = (0..NODES).map(|_| Arc::new(Identity::generate())).collect();
-    let file = |i: usize| -> PathBuf { dir.join(format!("node-{i}.redb")) };
-    let mut peers = vec![start(&ids[0], &file(0), vec![]).await?];
-    let boot = vec![(ids[0].peer_id(), peers[0].node.address.clone())];
-    for (i, id) in ids.iter().enumerate().skip(1) {
-        peers.push(start(id, &file(i), boot.clone()).await?);
-    }
-    println!(
-        "[1/5] {NODES} nodes up: WebRTC on loopback, HTTP signaling, redb files in {}",
-        dir.display()
-    );
-    dht_step(&peers, &ids, &mut report).await?;
-    gossip_step(&mut peers, &ids, &mut report).await?;
-    let mut peers = restart_step(peers, &ids, &file(3), &mut report).await?;
-    blob_step(&peers, &mut report).await?;
-    recovery_step(&mut peers, &dir.join("new-device.redb"), &mut report).await?;
-    println!("\nreport");
-    println!(
-        "  DHT: {} of {NODES} profile lookups found and verified",
-        report.lookups
-    );
-    println!(
-        "  encrypted message, direct link: delivered and receipt back in {:.1} ms",
-        report.direct_ms
-    );
-    println!(
-        "  encrypted message to a node that was down: read {:.0} ms after it came back, {} message(s) pulled",
-        report.mesh_ms, report.pulled
-    );
-    println!(
-        "  private blob: {} chunks fetched and verified, {:.1} MiB/s, decrypted by its recipient only",
-        report.blob_chunks, report.blob_mib_s
-    );
-    println!(
-        "  social recovery: key back in {:.2} s with 2 of 3 guardians",
-        report.recovery_s
-    );
-    println!("  done in {:.1} s", started.elapsed().as_secs_f64());
-    for p in peers {
-        p.node.shutdown().await;
-    }
-    Ok(())
-}
-
-async fn dht_step(peers: &[Peer], ids: &[Arc<Identity>], report: &mut Report) -> Result<(), Error> {
-    for p in peers {
-        let deadline = Instant::now() + WAIT;
-        while p.node.dht.status().await?.contacts < 3 {
-            if Instant::now() > deadline {
-                return Err("a node did not join the DHT".into());
+        Command::Id => {
+            std::fs::create_dir_all(&data_dir)?;
+            let passphrase = std::env::var("MESHD_PASSPHRASE").ok();
+            let (id, _) = daemon::load_or_create_identity(
+                &data_dir.join(daemon::IDENTITY_FILE),
+                passphrase.as_deref(),
+            )?;
+            println!("{}", id.peer_id());
+            println!("fingerprint {}", id.peer_id().fingerprint());
+            Ok(())
+        }
+        Command::Status => client::status(&control()?).await,
+        Command::Send {
+            to,
+            text,
+            wait,
+            connect,
+        } => client::send(&control()?, &to, &text, wait, connect).await,
+        Command::Inbox { after, follow } => client::inbox(&control()?, after, follow).await,
+        Command::Connect { peer, address } => {
+            client::connect(&control()?, &peer, address.as_deref()).await
+        }
+        Command::Blob(BlobCommand::Put { file }) => client::blob_put(&control()?, &file).await,
+        Command::Blob(BlobCommand::Get { id, from, output }) => {
+            client::blob_get(&control()?, &id, &from, &output).await
+        }
+        Command::Invite(InviteCommand::Create { name, ttl_hours }) => {
+            client::invite_create(&control()?, name.as_deref(), ttl_hours).await
+        }
+        Command::Invite(InviteCommand::Accept { link }) => {
+            client::invite_accept(&control()?, &link).await
+        }
+        Command::Recovery(r) => {
+            let c = control()?;
+            match r {
+                RecoveryCommand::Setup {
+                    threshold,
+                    guardians,
+                } => client::recovery_setup(&c, threshold, &guardians).await,
+                RecoveryCommand::Guard { owner, stop } => {
+                    client::recovery_guard(&c, &owner, stop).await
+                }
+                RecoveryCommand::Requests => client::recovery_requests(&c).await,
+                RecoveryCommand::Approve { request } => {
+                    client::recovery_decide(&c, &request, true).await
+                }
+                RecoveryCommand::Deny { request } => {
+                    client::recovery_decide(&c, &request, false).await
+                }
+                RecoveryCommand::Start {
+                    owner,
+                    guardians,
+                    wait,
+                } => client::recovery_start(&c, &owner, &guardians, wait).await,
+                RecoveryCommand::Status => client::recovery_status(&c).await,
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-    }
-    for (i, p) in peers.iter().enumerate() {
-        let put = p
-            .node
-            .dht
-            .put(signed_record(
-                &p.node.identity,
-                "profile",
-                &format!("node {i}"),
-            )?)
-            .await?;
-        if put.stored == 0 {
-            return Err("a profile was stored nowhere".into());
-        }
-    }
-    for (i, p) in peers.iter().enumerate() {
-        let j = (i + 2) % NODES;
-        let found = p
-            .node
-            .dht
-            .find_value(record_key(&ids[j].peer_id(), b"profile"))
-            .await?
-            .ok_or("profile not found")?;
-        let record = Record::decode(&found, now())?;
-        if record.payload().value != format!("node {j}").as_bytes() {
-            return Err("a profile came back wrong".into());
-        }
-        report.lookups += 1;
-    }
-    println!("[1/5] DHT: every node joined, stored its signed profile, and looked up another's");
-    Ok(())
-}
-
-async fn gossip_step(
-    peers: &mut [Peer],
-    ids: &[Arc<Identity>],
-    report: &mut Report,
-) -> Result<(), Error> {
-    for i in 0..NODES {
-        link(&peers[i], &peers[(i + 1) % NODES]).await?;
-        link(&peers[i], &peers[(i + 3) % NODES]).await?;
-    }
-    peers[1]
-        .node
-        .gossip
-        .publish(chat(&ids[1], "hello mesh")?)
-        .await?;
-    for i in (0..NODES).filter(|&i| i != 1) {
-        expect_chat(&mut peers[i], "hello mesh").await?;
-    }
-    println!(
-        "[2/5] gossip: \"hello mesh\" from node 1 reached all {} others by push",
-        NODES - 1
-    );
-    let to = peers[1].node.peer_id();
-    let t = Instant::now();
-    let id = peers[0].node.messenger.send(to, b"a sealed hello").await?;
-    let got = message_event(&mut peers[1], |e| matches!(e, MessagingEvent::Message(_))).await?;
-    message_event(&mut peers[0], |e| {
-        *e == MessagingEvent::Delivered { id, by: to }
-    })
-    .await?;
-    report.direct_ms = t.elapsed().as_secs_f64() * 1e3;
-    if let MessagingEvent::Message(m) = got {
-        println!(
-            "[2/5] messaging: node 0 -> node 1 {:?} ({}), receipt back in {:.1} ms",
-            String::from_utf8_lossy(&m.body),
-            if m.direct {
-                "direct link"
+        Command::Pin { files } => {
+            let mut failed = false;
+            for f in &files {
+                match pin::pin_of_file(f) {
+                    Ok((kind, pin)) => println!(
+                        "{}  {} ({kind})",
+                        mesh_platform::pinning::pin_to_string(&pin),
+                        f.display()
+                    ),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        failed = true;
+                    }
+                }
+            }
+            if failed {
+                Err("some files gave no pin".into())
             } else {
-                "through the mesh"
-            },
-            report.direct_ms
-        );
-    }
-    Ok(())
-}
-
-async fn restart_step(
-    mut peers: Vec<Peer>,
-    ids: &[Arc<Identity>],
-    file: &Path,
-    report: &mut Report,
-) -> Result<Vec<Peer>, Error> {
-    let down = peers.remove(3);
-    down.node.shutdown().await;
-    drop(down);
-    for p in &peers {
-        p.node.gossip.remove_neighbour(ids[3].peer_id()).await?;
-    }
-    println!("[3/5] node 3 went down");
-    let id = peers[3]
-        .node
-        .messenger
-        .send(ids[3].peer_id(), b"while you were away")
-        .await?;
-    println!(
-        "[3/5] node 4 wrote to node 3 meanwhile: no link, so the sealed message went into the mesh"
-    );
-    // redb releases the file once the old drivers' tasks have ended.
-    let mut back = None;
-    for _ in 0..50 {
-        match start(&ids[3], file, vec![]).await {
-            Ok(p) => {
-                back = Some(p);
-                break;
+                Ok(())
             }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
+        Command::Stop => client::stop(&control()?).await,
     }
-    let mut back = back.ok_or("node 3 could not reopen its file")?;
-    let dht = back.node.dht.status().await?;
-    println!(
-        "[3/5] node 3 restarted from its redb file: {} DHT records, {} contacts restored",
-        dht.records, dht.contacts
-    );
-    let t = Instant::now();
-    for p in peers.iter().take(2) {
-        link(&back, p).await?;
-    }
-    let got = message_event(&mut back, |e| matches!(e, MessagingEvent::Message(_))).await?;
-    report.mesh_ms = t.elapsed().as_secs_f64() * 1e3;
-    let MessagingEvent::Message(m) = got else {
-        return Err("no message".into());
-    };
-    if m.body != b"while you were away" || m.from != ids[4].peer_id() || m.id != id {
-        return Err("node 3 read the wrong message".into());
-    }
-    report.pulled = back.node.gossip.status().await?.stats.pulled;
-    message_event(&mut peers[3], |e| {
-        *e == MessagingEvent::Delivered {
-            id,
-            by: ids[3].peer_id(),
-        }
-    })
-    .await?;
-    println!(
-        "[3/5] node 3 caught up by pull and read node 4's message ({:.0} ms); node 4 got the receipt",
-        report.mesh_ms
-    );
-    peers.insert(3, back);
-    Ok(peers)
-}
-
-async fn blob_step(peers: &[Peer], report: &mut Report) -> Result<(), Error> {
-    let file: Vec<u8> = (0..2 * 1024 * 1024u32)
-        .map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes()[2])
-        .collect();
-    let (owner, reader) = (&peers[0].node, &peers[5].node);
-    let (stored, key) = put_private(
-        owner.blobs.store(),
-        &owner.identity,
-        &reader.peer_id(),
-        &file,
-        owner.peer_id(),
-        PutOptions::default(),
-        now(),
-    )
-    .await?;
-    let t = Instant::now();
-    let fetched = reader
-        .blobs
-        .fetch(
-            stored.id,
-            &[(owner.peer_id(), owner.address.clone())],
-            reader.peer_id(),
-            PutOptions::default(),
-        )
-        .await?;
-    let secs = t.elapsed().as_secs_f64();
-    let mut r =
-        PrivateReader::open(reader.blobs.store(), &stored.id, &reader.identity, &key).await?;
-    if r.read_to_end().await? != file || r.sender() != owner.peer_id() {
-        return Err("the fetched file does not decrypt to the original".into());
-    }
-    report.blob_chunks = fetched.fetched_chunks;
-    report.blob_mib_s = 2.0 / secs;
-    println!(
-        "[4/5] blob: a 2 MiB file encrypted to node 5, stored at node 0 ({} chunks), fetched over WebRTC in {:.2} s, every chunk verified, decrypted",
-        stored.chunks, secs
-    );
-    Ok(())
-}
-
-async fn recovery_step(
-    peers: &mut [Peer],
-    device_file: &Path,
-    report: &mut Report,
-) -> Result<(), Error> {
-    let owner = peers[1].node.peer_id();
-    let guardians: Vec<(PeerId, String)> = [2, 4, 5]
-        .iter()
-        .map(|&i| (peers[i].node.peer_id(), peers[i].node.address.clone()))
-        .collect();
-    for i in [2, 4, 5] {
-        peers[i].node.recovery.allow_owner(owner, true).await?;
-    }
-    let set = peers[1].node.recovery.protect(guardians.clone(), 2).await?;
-    recovery_event(&mut peers[1], |e| {
-        *e == RecoveryEvent::Protected { set_id: set }
-    })
-    .await?;
-    println!(
-        "[5/5] recovery: node 1 sealed 3 shares of its key to nodes 2, 4 and 5 (any 2 recover it)"
-    );
-    let t = Instant::now();
-    let device_id = Arc::new(Identity::generate());
-    let mut device = start(&device_id, device_file, vec![]).await?;
-    let codes = device.node.recovery.recover(owner, guardians, None).await?;
-    for i in [2, 4] {
-        let RecoveryEvent::ApprovalNeeded {
-            request_id, code, ..
-        } = recovery_event(&mut peers[i], |e| {
-            matches!(e, RecoveryEvent::ApprovalNeeded { .. })
-        })
-        .await?
-        else {
-            return Err("no approval request".into());
-        };
-        let shown = codes
-            .iter()
-            .find(|(g, _)| *g == peers[i].node.peer_id())
-            .map(|(_, c)| c.clone())
-            .ok_or("no code for this guardian")?;
-        if shown != code {
-            return Err("verification codes differ".into());
-        }
-        println!(
-            "[5/5] recovery: node {i}'s user sees {code}, the new device shows {shown}: approved"
-        );
-        peers[i].node.recovery.approve(request_id).await?;
-    }
-    recovery_event(&mut device, |e| *e == RecoveryEvent::Recovered { owner }).await?;
-    let key = device.node.recovery.take_recovered(owner).await?;
-    if key.peer_id() != owner {
-        return Err("the recovered key is not node 1's".into());
-    }
-    report.recovery_s = t.elapsed().as_secs_f64();
-    println!("[5/5] recovery: the new device holds node 1's identity key again");
-    device.node.shutdown().await;
-    Ok(())
-}
-
-fn usage() -> ExitCode {
-    eprintln!(
-        "usage: meshd demo    run a local mesh of six nodes over WebRTC on loopback and report"
-    );
-    ExitCode::from(2)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) != Some("demo") || args.len() != 1 {
-        return usage();
-    }
-    let dir = match tempfile::tempdir() {
-        Ok(d) => d,
+    let cli = Cli::parse();
+    match dispatch(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match tokio::time::timeout(Duration::from_secs(180), demo(dir.path())).await {
-        Ok(Ok(())) => ExitCode::SUCCESS,
-        Ok(Err(e)) => {
-            eprintln!("error: {e}");
             ExitCode::FAILURE
         }
-        Err(_) => {
-            eprintln!("error: the demo did not finish within 180 s");
-            ExitCode::FAILURE
-        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }

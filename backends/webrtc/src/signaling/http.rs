@@ -35,7 +35,7 @@ pub(crate) fn response_result(status: u16, body: Vec<u8>) -> Result<Vec<u8>, Sig
 }
 
 #[cfg(not(target_arch = "wasm32"))]
-pub use native::HttpSignaling;
+pub use native::{HttpSignaling, SignalEndpoint};
 
 #[cfg(not(target_arch = "wasm32"))]
 mod native {
@@ -58,20 +58,43 @@ mod native {
     /// Offers waiting for the transport; more get `503`.
     const QUEUE: usize = 32;
 
-    /// HTTP signaling: always a client; also a server when made with [`HttpSignaling::serve`].
+    /// HTTP signaling: always a client; also receives offers when made with
+    /// [`HttpSignaling::serve`] (its own HTTP server) or [`HttpSignaling::endpoint`] (a handler
+    /// to mount in the application's HTTP server).
     pub struct HttpSignaling {
         server: Option<Server>,
     }
 
     struct Server {
-        addr: SocketAddr,
+        addr: Option<SocketAddr>,
         offers: tokio::sync::Mutex<mpsc::Receiver<IncomingOffer>>,
-        task: tokio::task::JoinHandle<()>,
+        task: Option<tokio::task::JoinHandle<()>>,
     }
 
     impl Drop for Server {
         fn drop(&mut self) {
-            self.task.abort();
+            if let Some(task) = &self.task {
+                task.abort();
+            }
+        }
+    }
+
+    /// The receiving side of [`HttpSignaling::endpoint`]: hands each `POST` to the transport
+    /// and answers with its answer. Cheap to clone.
+    #[derive(Clone, Debug)]
+    pub struct SignalEndpoint {
+        offers: Arc<mpsc::Sender<IncomingOffer>>,
+    }
+
+    impl SignalEndpoint {
+        /// Answers one request for [`SIGNAL_PATH`] (the caller routes by path): `OPTIONS` for
+        /// CORS preflight, `POST` with an offer; anything else is `405`.
+        pub async fn handle<B>(&self, req: Request<B>) -> Response<Full<Bytes>>
+        where
+            B: hyper::body::Body,
+            B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        {
+            handle_offer(req, &self.offers).await
         }
     }
 
@@ -99,16 +122,36 @@ mod native {
             let task = tokio::spawn(accept_loop(listener, tx));
             Ok(Self {
                 server: Some(Server {
-                    addr,
+                    addr: Some(addr),
                     offers: tokio::sync::Mutex::new(rx),
-                    task,
+                    task: Some(task),
                 }),
             })
         }
 
-        /// Where the endpoint listens, if serving.
+        /// Receives offers through the returned [`SignalEndpoint`], which the application
+        /// mounts at [`SIGNAL_PATH`] in its own HTTP server (next to its other routes); is a
+        /// client too. [`HttpSignaling::url`] is `None`: the application knows its URL.
+        pub fn endpoint() -> (Self, SignalEndpoint) {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            let signaling = Self {
+                server: Some(Server {
+                    addr: None,
+                    offers: tokio::sync::Mutex::new(rx),
+                    task: None,
+                }),
+            };
+            (
+                signaling,
+                SignalEndpoint {
+                    offers: Arc::new(tx),
+                },
+            )
+        }
+
+        /// Where the endpoint listens, if serving on its own listener.
         pub fn local_addr(&self) -> Option<SocketAddr> {
-            self.server.as_ref().map(|s| s.addr)
+            self.server.as_ref().and_then(|s| s.addr)
         }
 
         /// The endpoint's URL, if serving.
@@ -177,17 +220,28 @@ mod native {
         if req.uri().path() != SIGNAL_PATH {
             return Ok(response(StatusCode::NOT_FOUND, "not found"));
         }
+        Ok(handle_offer(req, &offers).await)
+    }
+
+    async fn handle_offer<B>(
+        req: Request<B>,
+        offers: &mpsc::Sender<IncomingOffer>,
+    ) -> Response<Full<Bytes>>
+    where
+        B: hyper::body::Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         match *req.method() {
-            Method::OPTIONS => return Ok(response(StatusCode::NO_CONTENT, "")),
+            Method::OPTIONS => return response(StatusCode::NO_CONTENT, ""),
             Method::POST => {}
-            _ => return Ok(response(StatusCode::METHOD_NOT_ALLOWED, "POST only")),
+            _ => return response(StatusCode::METHOD_NOT_ALLOWED, "POST only"),
         }
         let body = match Limited::new(req.into_body(), MAX_SIGNALING_MESSAGE)
             .collect()
             .await
         {
             Ok(b) => b.to_bytes(),
-            Err(_) => return Ok(response(StatusCode::PAYLOAD_TOO_LARGE, "offer too large")),
+            Err(_) => return response(StatusCode::PAYLOAD_TOO_LARGE, "offer too large"),
         };
         let (tx, rx) = oneshot::channel();
         let offer = IncomingOffer {
@@ -195,13 +249,13 @@ mod native {
             responder: Box::new(HttpResponder(tx)),
         };
         if offers.try_send(offer).is_err() {
-            return Ok(response(StatusCode::SERVICE_UNAVAILABLE, "busy"));
+            return response(StatusCode::SERVICE_UNAVAILABLE, "busy");
         }
-        Ok(match tokio::time::timeout(ANSWER_TIMEOUT, rx).await {
+        match tokio::time::timeout(ANSWER_TIMEOUT, rx).await {
             Ok(Ok(answer)) => response(StatusCode::OK, answer),
             Ok(Err(_)) => response(StatusCode::BAD_REQUEST, "offer refused"),
             Err(_) => response(StatusCode::GATEWAY_TIMEOUT, "no answer"),
-        })
+        }
     }
 
     async fn post(url: &str, offer: Vec<u8>) -> Result<Vec<u8>, SignalingError> {

@@ -1,0 +1,603 @@
+//! The control API the `meshd` sub-commands call: loopback only, every request carries the
+//! bearer token from the data directory's `control` file. JSON in and out, except blob
+//! bodies.
+//!
+//! | method and path | does |
+//! |---|---|
+//! | `GET /v1/status` | peer id, address, links, DHT, messaging and blob counters |
+//! | `POST /v1/send` `{to, text, wait_ms?, connect?}` | sends a message; waits for its receipt |
+//! | `GET /v1/messages?after=N&wait_ms=M` | messages received after sequence `N` (long poll) |
+//! | `POST /v1/connect` `{peer, address?}` | finds the peer (DHT) and links to it |
+//! | `PUT /v1/blobs` (body: the bytes) | stores a blob, held by this node |
+//! | `GET /v1/blobs/ID?from=PEER,...` | a blob's bytes, fetched from the peers if not stored |
+//! | `POST /v1/invites` `{name?, ttl_hours?}` | makes a signed invite link |
+//! | `POST /v1/invites/accept` `{link}` | verifies an invite and links to the inviter |
+//! | `POST /v1/recovery/setup` `{guardians, threshold}` | shares this node's key with guardians |
+//! | `POST /v1/recovery/guard` `{owner, allow?}` | agrees to (or stops) guarding `owner`'s key |
+//! | `GET /v1/recovery/requests` | requests waiting for approval, with their codes |
+//! | `POST /v1/recovery/approve` / `deny` `{request_id}` | the user's decision |
+//! | `POST /v1/recovery/start` `{owner, guardians}` | asks guardians for `owner`'s key |
+//! | `GET /v1/recovery/status` | recovery events, keys recovered |
+//! | `POST /v1/shutdown` | stops the node gracefully |
+
+// Handlers answer with a response either way: an error is the response to send.
+#![allow(clippy::result_large_err)]
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use mesh_blob::manifest::BlobId;
+use mesh_blob::store::PutOptions;
+use mesh_crypto::{Hash256, PeerId};
+use mesh_platform::invite::{BootstrapHint, DEFAULT_INVITE_TTL_MS, Invite};
+use mesh_platform::runtime::{Runtime, TokioRuntime};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::daemon::{Shared, lock};
+use crate::http::{self, Resp};
+
+/// Largest JSON request.
+const MAX_JSON: usize = 64 * 1024;
+/// Longest wait a request may ask for.
+const MAX_WAIT: Duration = Duration::from_secs(120);
+/// How long `connect` may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+
+fn bad(msg: impl std::fmt::Display) -> Resp {
+    http::json(
+        StatusCode::BAD_REQUEST,
+        &json!({ "error": msg.to_string() }),
+    )
+}
+
+fn failed(msg: impl std::fmt::Display) -> Resp {
+    http::json(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        &json!({ "error": msg.to_string() }),
+    )
+}
+
+fn ok(body: &Value) -> Resp {
+    http::json(StatusCode::OK, body)
+}
+
+fn authorized(shared: &Shared, req: &Request<Incoming>) -> bool {
+    let Some(given) = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let (a, b) = (given.as_bytes(), shared.token.as_bytes());
+    // Constant time in the token's content.
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn body_json<T: for<'de> Deserialize<'de>>(req: Request<Incoming>) -> Result<T, Resp> {
+    let bytes = http::read_body(req.into_body(), MAX_JSON).await?;
+    serde_json::from_slice(&bytes).map_err(|e| bad(format!("request body: {e}")))
+}
+
+fn peer(text: &str) -> Result<PeerId, Resp> {
+    text.trim()
+        .parse()
+        .map_err(|e| bad(format!("peer id {text:?}: {e}")))
+}
+
+fn hash(text: &str) -> Result<Hash256, Resp> {
+    data_encoding::HEXLOWER_PERMISSIVE
+        .decode(text.trim().as_bytes())
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+        .map(Hash256)
+        .ok_or_else(|| bad(format!("{text:?} is not 64 hex digits")))
+}
+
+fn query<'a>(req: &'a Request<Incoming>, key: &str) -> Option<&'a str> {
+    req.uri()
+        .query()?
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v)
+}
+
+fn wait_of(ms: Option<u64>) -> Duration {
+    Duration::from_millis(ms.unwrap_or(0)).min(MAX_WAIT)
+}
+
+/// Routes one control request.
+pub(crate) async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Resp {
+    if !authorized(shared, &req) {
+        return http::text(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+    }
+    let path = req.uri().path().to_string();
+    let result = match (req.method().clone(), path.as_str()) {
+        (Method::GET, "/v1/status") => status(shared).await,
+        (Method::POST, "/v1/send") => send(shared, req).await,
+        (Method::GET, "/v1/messages") => messages(shared, &req).await,
+        (Method::POST, "/v1/connect") => connect_route(shared, req).await,
+        (Method::PUT, "/v1/blobs") => blob_put(shared, req).await,
+        (Method::GET, p) if p.starts_with("/v1/blobs/") => blob_get(shared, &req, p).await,
+        (Method::POST, "/v1/invites") => invite_create(shared, req).await,
+        (Method::POST, "/v1/invites/accept") => invite_accept(shared, req).await,
+        (Method::POST, "/v1/recovery/setup") => recovery_setup(shared, req).await,
+        (Method::POST, "/v1/recovery/guard") => recovery_guard(shared, req).await,
+        (Method::GET, "/v1/recovery/requests") => Ok(recovery_requests(shared)),
+        (Method::POST, "/v1/recovery/approve") => recovery_decide(shared, req, true).await,
+        (Method::POST, "/v1/recovery/deny") => recovery_decide(shared, req, false).await,
+        (Method::POST, "/v1/recovery/start") => recovery_start(shared, req).await,
+        (Method::GET, "/v1/recovery/status") => Ok(recovery_status(shared)),
+        (Method::POST, "/v1/shutdown") => {
+            shared.stopping.store(true, Ordering::SeqCst);
+            shared.stop.notify_one();
+            Ok(ok(&json!({ "stopping": true })))
+        }
+        _ => Ok(http::text(StatusCode::NOT_FOUND, "no such control call")),
+    };
+    result.unwrap_or_else(|r| r)
+}
+
+async fn status(shared: &Shared) -> Result<Resp, Resp> {
+    let node = &shared.node;
+    let links: Vec<String> = node
+        .pool
+        .connected()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let dht = node.dht.status().await.map_err(failed)?;
+    let m = node.messenger.stats().await.map_err(failed)?;
+    let usage = node.blobs.store().usage();
+    Ok(ok(&json!({
+        "peer": node.peer_id().to_string(),
+        "fingerprint": node.peer_id().fingerprint(),
+        "address": node.address,
+        "uptime_s": shared.started.elapsed().as_secs(),
+        "links": links,
+        "dht": { "contacts": dht.contacts, "records": dht.records, "bytes": dht.bytes },
+        "messaging": {
+            "sent_direct": m.sent_direct, "sent_mesh": m.sent_mesh, "received": m.received,
+            "duplicates": m.duplicates, "refused": m.refused,
+        },
+        "blobs": { "blobs": usage.blobs, "chunks": usage.chunks, "bytes": usage.stored_bytes },
+    })))
+}
+
+/// Finds `peer` (open link, DHT) and links to it, within [`CONNECT_TIMEOUT`].
+async fn connect(shared: &Shared, peer: PeerId, address: Option<String>) -> Result<String, String> {
+    let node = &shared.node;
+    let address = match address {
+        Some(a) => a,
+        None => tokio::time::timeout(CONNECT_TIMEOUT, node.locate(peer))
+            .await
+            .map_err(|_| "DHT lookup timed out".to_string())?
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("no dialable address for {peer} in the DHT"))?,
+    };
+    node.dht
+        .add_contact(peer, &address)
+        .await
+        .map_err(|e| e.to_string())?;
+    node.add_neighbour(peer, &address)
+        .await
+        .map_err(|e| e.to_string())?;
+    // The neighbour's pull opens the link; wait for it.
+    let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+    while !node.pool.connected().contains(&peer) {
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("no link to {peer} at {address}"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(address)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendReq {
+    to: String,
+    text: String,
+    wait_ms: Option<u64>,
+    #[serde(default)]
+    connect: bool,
+}
+
+async fn send(shared: &Shared, req: Request<Incoming>) -> Result<Resp, Resp> {
+    let r: SendReq = body_json(req).await?;
+    let to = peer(&r.to)?;
+    if r.connect {
+        connect(shared, to, None).await.map_err(bad)?;
+    }
+    let direct = shared.node.pool.connected().contains(&to);
+    let id = shared
+        .node
+        .messenger
+        .send(to, r.text.as_bytes())
+        .await
+        .map_err(bad)?;
+    let wait = wait_of(r.wait_ms);
+    let deadline = tokio::time::Instant::now() + wait;
+    let delivered = loop {
+        let notified = shared.receipt_came.notified();
+        if lock(&shared.receipts).by_id.contains_key(&id) {
+            break true;
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            break false;
+        }
+    };
+    Ok(ok(&json!({
+        "id": id.to_hex(),
+        "link_open": direct,
+        "delivered": delivered,
+    })))
+}
+
+async fn messages(shared: &Shared, req: &Request<Incoming>) -> Result<Resp, Resp> {
+    let after: Option<u64> = match query(req, "after") {
+        Some(a) => Some(a.parse().map_err(|_| bad("after: not a number"))?),
+        None => None,
+    };
+    let wait = wait_of(
+        query(req, "wait_ms")
+            .map(str::parse)
+            .transpose()
+            .map_err(|_| bad("wait_ms: not a number"))?,
+    );
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let notified = shared.inbox_changed.notified();
+        let list: Vec<Value> = lock(&shared.inbox)
+            .entries
+            .iter()
+            .filter(|e| after.is_none_or(|a| e.seq > a))
+            .map(|e| {
+                json!({
+                    "seq": e.seq,
+                    "from": e.from.to_string(),
+                    "id": e.id.to_hex(),
+                    "text": String::from_utf8_lossy(&e.body),
+                    "direct": e.direct,
+                })
+            })
+            .collect();
+        if !list.is_empty() || tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return Ok(ok(&json!({ "messages": list })));
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConnectReq {
+    peer: String,
+    address: Option<String>,
+}
+
+async fn connect_route(shared: &Shared, req: Request<Incoming>) -> Result<Resp, Resp> {
+    let r: ConnectReq = body_json(req).await?;
+    let p = peer(&r.peer)?;
+    let address = connect(shared, p, r.address).await.map_err(bad)?;
+    Ok(ok(&json!({ "peer": p.to_string(), "address": address })))
+}
+
+async fn blob_put(shared: &Shared, req: Request<Incoming>) -> Result<Resp, Resp> {
+    let store = shared.node.blobs.store();
+    let hint = req
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let mut writer = store
+        .writer(
+            shared.node.peer_id(),
+            PutOptions {
+                expires_at: None,
+                pinned: true,
+            },
+            hint,
+        )
+        .await
+        .map_err(bad)?;
+    let mut body = req.into_body();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| bad(format!("upload: {e}")))?;
+        if let Some(data) = frame.data_ref()
+            && let Err(e) = writer.write(data).await
+        {
+            let _ = writer.abort().await;
+            return Err(bad(e));
+        }
+    }
+    let stored = match writer.finish(TokioRuntime::current().unix_time()).await {
+        Ok(s) => s,
+        Err(e) => return Err(bad(e)),
+    };
+    Ok(ok(&json!({
+        "id": stored.id.to_hex(),
+        "size": stored.size,
+        "chunks": stored.chunks,
+        "duplicate": stored.duplicate,
+    })))
+}
+
+async fn blob_get(shared: &Shared, req: &Request<Incoming>, path: &str) -> Result<Resp, Resp> {
+    let id = BlobId(hash(&path["/v1/blobs/".len()..])?);
+    let blobs = &shared.node.blobs;
+    if !blobs.store().contains(&id).await.map_err(failed)? {
+        let from = query(req, "from").unwrap_or_default();
+        if from.is_empty() {
+            return Err(http::text(
+                StatusCode::NOT_FOUND,
+                "blob not stored here; name providers with ?from=PEER,...",
+            ));
+        }
+        let mut providers = Vec::new();
+        for p in from.split(',') {
+            let p = peer(p)?;
+            let address = match shared.node.locate(p).await {
+                Ok(Some(a)) => a,
+                _ => shared.node.pool.address_of(&p).unwrap_or_default(),
+            };
+            providers.push((p, address));
+        }
+        blobs
+            .fetch(
+                id,
+                &providers,
+                shared.node.peer_id(),
+                PutOptions {
+                    expires_at: None,
+                    pinned: true,
+                },
+            )
+            .await
+            .map_err(|e| http::text(StatusCode::BAD_GATEWAY, &e.to_string()))?;
+    }
+    let bytes = blobs.store().get(&id).await.map_err(failed)?;
+    let mut r = Response::new(Full::new(Bytes::from(bytes)));
+    r.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("application/octet-stream"),
+    );
+    Ok(r)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct InviteReq {
+    name: Option<String>,
+    ttl_hours: Option<u64>,
+}
+
+async fn invite_create(shared: &Shared, req: Request<Incoming>) -> Result<Resp, Resp> {
+    let r: InviteReq = body_json(req).await?;
+    let node = &shared.node;
+    let mut hints = Vec::new();
+    if !node.address.is_empty() {
+        hints.push(BootstrapHint::Signaling(node.address.clone()));
+    }
+    // Where others can reach this node if it has no public address: through its links.
+    for p in node.pool.connected().into_iter().take(4) {
+        if let Some(a) = node.pool.address_of(&p).filter(|a| !a.is_empty()) {
+            hints.push(BootstrapHint::Signaling(a));
+        }
+    }
+    hints.truncate(mesh_platform::invite::MAX_HINTS);
+    let ttl = r
+        .ttl_hours
+        .map_or(DEFAULT_INVITE_TTL_MS, |h| h.saturating_mul(3_600_000));
+    let invite = Invite::create(
+        &node.identity,
+        r.name.as_deref().unwrap_or(""),
+        hints,
+        TokioRuntime::current().unix_time(),
+        ttl,
+    )
+    .map_err(bad)?;
+    Ok(ok(&json!({ "link": invite.to_link() })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AcceptReq {
+    link: String,
+}
+
+async fn invite_accept(shared: &Shared, req: Request<Incoming>) -> Result<Resp, Resp> {
+    let r: AcceptReq = body_json(req).await?;
+    let invite =
+        Invite::from_link(r.link.trim(), TokioRuntime::current().unix_time()).map_err(bad)?;
+    let inviter = invite.inviter();
+    if inviter == shared.node.peer_id() {
+        return Err(bad("this is this node's own invite"));
+    }
+    let mut last_error = String::from("the invite names no way to reach its inviter");
+    let mut connected = None;
+    for hint in &invite.payload().bootstrap {
+        match hint {
+            BootstrapHint::Signaling(url) => {
+                // The URL may be the inviter's own endpoint, or a node that knows it.
+                match connect(shared, inviter, Some(url.clone())).await {
+                    Ok(a) => {
+                        connected = Some(a);
+                        break;
+                    }
+                    Err(e) => last_error = e,
+                }
+            }
+            BootstrapHint::Peer(p) => {
+                if let Err(e) = connect(shared, *p, None).await {
+                    last_error = e;
+                }
+            }
+        }
+    }
+    if connected.is_none() {
+        // Joined through a hint: the inviter may be reachable through the DHT now.
+        match connect(shared, inviter, None).await {
+            Ok(a) => connected = Some(a),
+            Err(e) => last_error = e,
+        }
+    }
+    Ok(ok(&json!({
+        "inviter": inviter.to_string(),
+        "fingerprint": inviter.fingerprint(),
+        "name": invite.payload().display_name,
+        "connected": connected.is_some(),
+        "error": if connected.is_some() { Value::Null } else { Value::from(last_error) },
+    })))
+}
+
+/// Each peer with the address it is reachable at (link or DHT).
+async fn addresses(shared: &Shared, peers: &[String]) -> Result<Vec<(PeerId, String)>, Resp> {
+    let mut out = Vec::new();
+    for p in peers {
+        let p = peer(p)?;
+        let address = shared
+            .node
+            .locate(p)
+            .await
+            .map_err(failed)?
+            .or_else(|| shared.node.pool.address_of(&p))
+            .ok_or_else(|| {
+                bad(format!(
+                    "{p} cannot be found: not linked and not in the DHT"
+                ))
+            })?;
+        out.push((p, address));
+    }
+    Ok(out)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetupReq {
+    guardians: Vec<String>,
+    threshold: u8,
+}
+
+async fn recovery_setup(shared: &Shared, req: Request<Incoming>) -> Result<Resp, Resp> {
+    let r: SetupReq = body_json(req).await?;
+    let guardians = addresses(shared, &r.guardians).await?;
+    let set = shared
+        .node
+        .recovery
+        .protect(guardians, r.threshold)
+        .await
+        .map_err(bad)?;
+    Ok(ok(
+        &json!({ "set_id": data_encoding::HEXLOWER.encode(&set) }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GuardReq {
+    owner: String,
+    allow: Option<bool>,
+}
+
+async fn recovery_guard(shared: &Shared, req: Request<Incoming>) -> Result<Resp, Resp> {
+    let r: GuardReq = body_json(req).await?;
+    let owner = peer(&r.owner)?;
+    let allow = r.allow.unwrap_or(true);
+    shared
+        .node
+        .recovery
+        .allow_owner(owner, allow)
+        .await
+        .map_err(failed)?;
+    Ok(ok(&json!({ "owner": owner.to_string(), "allowed": allow })))
+}
+
+fn recovery_requests(shared: &Shared) -> Resp {
+    let list: Vec<Value> = lock(&shared.approvals)
+        .iter()
+        .map(|(id, a)| {
+            json!({
+                "request_id": id.to_hex(),
+                "owner": a.owner.to_string(),
+                "requester": a.requester.to_string(),
+                "code": a.code,
+            })
+        })
+        .collect();
+    ok(&json!({ "requests": list }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecideReq {
+    request_id: String,
+}
+
+async fn recovery_decide(
+    shared: &Shared,
+    req: Request<Incoming>,
+    approve: bool,
+) -> Result<Resp, Resp> {
+    let r: DecideReq = body_json(req).await?;
+    let id = hash(&r.request_id)?;
+    let recovery = &shared.node.recovery;
+    if approve {
+        recovery.approve(id).await.map_err(bad)?;
+    } else {
+        recovery.deny(id).await.map_err(bad)?;
+    }
+    lock(&shared.approvals).remove(&id);
+    Ok(ok(
+        &json!({ "request_id": id.to_hex(), "approved": approve }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartReq {
+    owner: String,
+    guardians: Vec<String>,
+}
+
+async fn recovery_start(shared: &Shared, req: Request<Incoming>) -> Result<Resp, Resp> {
+    let r: StartReq = body_json(req).await?;
+    let owner = peer(&r.owner)?;
+    let guardians = addresses(shared, &r.guardians).await?;
+    let codes = shared
+        .node
+        .recovery
+        .recover(owner, guardians, None)
+        .await
+        .map_err(bad)?;
+    let codes: Vec<Value> = codes
+        .into_iter()
+        .map(|(g, c)| json!({ "guardian": g.to_string(), "code": c }))
+        .collect();
+    Ok(ok(&json!({ "owner": owner.to_string(), "codes": codes })))
+}
+
+fn recovery_status(shared: &Shared) -> Resp {
+    let log: Vec<String> = lock(&shared.recovery_log).iter().cloned().collect();
+    let recovered: Vec<Value> = lock(&shared.recovered)
+        .iter()
+        .map(|(o, p)| json!({ "owner": o.to_string(), "file": p.display().to_string() }))
+        .collect();
+    ok(&json!({ "log": log, "recovered": recovered }))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn wait_is_capped() {
+        assert_eq!(super::wait_of(None), std::time::Duration::ZERO);
+        assert_eq!(super::wait_of(Some(u64::MAX)), super::MAX_WAIT);
+    }
+}
