@@ -23,7 +23,7 @@ use steps::{Ci, Outcome};
 const USAGE: &str =
     "usage: cargo xtask <ci | setup | test-wasm | interop | bench SUITE [--quick] | sim dht [FLAGS] | vectors>
   ci          install what is missing, run every check, print a summary (the CI entry point)
-  setup       only install: wasm32 target, chromium + chromedriver, wasm-bindgen-cli, cargo-deny,
+  setup       only install: wasm32 target, chromium + chromedriver, wasm-bindgen-cli, cargo-deny, promtool,
               the Python venv with PyNaCl, the offline advisory database
   test-wasm   browser tests (wasm-bindgen-test in headless Chromium)
   interop     libsodium (PyNaCl) checks our vectors; our code opens libsodium's envelopes

@@ -34,6 +34,7 @@ const WASM_TESTS: &[(&str, &[&str])] = &[
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// Setup step for the native build's system libraries: D-Bus for btleplug (BLE on Linux).
 const NATIVE_PACKAGES: &str = "apt libdbus-1-dev + pkg-config";
+const PROMTOOL_PACKAGE: &str = "apt prometheus (promtool)";
 const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// How a step ended.
@@ -225,7 +226,43 @@ impl Ci {
             )
         });
         self.setup_python();
+        self.setup_step(PROMTOOL_PACKAGE, |c| {
+            if let Some(v) = tool_version("promtool", &["--version"]) {
+                let v = v.lines().next().unwrap_or_default().to_string();
+                return Ok(Outcome::PassedWithNote(format!("present: {v}")));
+            }
+            c.apt_install(&["prometheus"])
+        });
         self.setup_step("advisory database", Self::advisory_db);
+    }
+
+    /// The alert rules and scrape config parse, and the rules' unit tests pass. (That every
+    /// metric they and the dashboards use exists is checked on live nodes by
+    /// `crates/meshd/tests/processes.rs`.)
+    fn monitoring(&mut self) {
+        self.step_needing(
+            "monitoring: promtool check + test rules",
+            &[PROMTOOL_PACKAGE],
+            |c| {
+                // Relative to the workspace root, where steps run.
+                let dir = "monitoring/prometheus";
+                c.run(
+                    "promtool",
+                    &["check", "rules", &format!("{dir}/alerts.yml")],
+                    &[],
+                )?;
+                c.run(
+                    "promtool",
+                    &["test", "rules", &format!("{dir}/alerts.test.yml")],
+                    &[],
+                )?;
+                c.run(
+                    "promtool",
+                    &["check", "config", &format!("{dir}/prometheus.yml")],
+                    &[],
+                )
+            },
+        );
     }
 
     pub(crate) fn setup_wasm(&mut self) {
@@ -408,6 +445,7 @@ impl Ci {
                 &[("RUSTDOCFLAGS", "-D warnings")],
             )
         });
+        self.monitoring();
         self.test_wasm();
         self.interop();
         self.smoke_and_deny();

@@ -44,7 +44,7 @@ fn delta(a: u64, b: u64) -> i64 {
 impl BlobMetrics {
     /// Instruments created on `meter`.
     pub fn new(meter: &Meter) -> Self {
-        Self {
+        let m = Self {
             stored_bytes: meter
                 .i64_up_down_counter("mesh.blob.stored.bytes")
                 .with_unit("By")
@@ -91,7 +91,19 @@ impl BlobMetrics {
                 .u64_counter("mesh.blob.served")
                 .with_description("Blob requests answered, by result")
                 .build(),
-        }
+        };
+        // The counters exist from the start, at zero: for an alert, absent is not zero.
+        m.puts.add(0, &[KeyValue::new("result", "ok")]);
+        m.served.add(0, &[KeyValue::new("result", "ok")]);
+        m.transfer_chunks.add(0, &[KeyValue::new("result", "ok")]);
+        m.transfer_chunks.add(0, &[KeyValue::new("result", "bad")]);
+        m.fetches.add(0, &[KeyValue::new("result", "ok")]);
+        m.fetches.add(0, &[KeyValue::new("result", "failed")]);
+        m.gc_blobs.add(0, &[]);
+        m.gc_freed.add(0, &[]);
+        m.gc_pending.add(0, &[]);
+        m.corrupt.add(0, &[]);
+        m
     }
 
     pub(crate) fn usage_changed(&self, before: &Usage, after: &Usage) {

@@ -54,7 +54,7 @@ pub struct DhtMetrics {
 impl DhtMetrics {
     /// Instruments created on `meter`.
     pub fn new(meter: &Meter) -> Self {
-        Self {
+        let m = Self {
             stored_bytes: meter
                 .i64_up_down_counter("mesh.dht.stored.bytes")
                 .with_unit("By")
@@ -99,7 +99,24 @@ impl DhtMetrics {
                 .u64_counter("mesh.dht.bad_messages")
                 .with_description("Messages from peers that did not decode")
                 .build(),
+        };
+        // Every series exists from the start, at zero: for an alert, absent is not zero.
+        m.stored_bytes.add(0, &[]);
+        m.stored_records.add(0, &[]);
+        for result in [
+            "stored",
+            "too_large",
+            "rate_limited",
+            "quota",
+            "invalid",
+            "stale",
+        ] {
+            m.stores.add(0, &[KeyValue::new("result", result)]);
         }
+        m.evictions.add(0, &[]);
+        m.expired.add(0, &[]);
+        m.bad_messages.add(0, &[]);
+        m
     }
 
     /// Instruments on the global meter provider's `mesh-dht` meter.

@@ -186,7 +186,7 @@ pub struct GossipMetrics {
 impl GossipMetrics {
     /// Instruments on `meter`.
     pub fn new(meter: &Meter) -> Self {
-        Self {
+        let m = Self {
             messages: meter
                 .u64_counter("mesh.gossip.messages")
                 .with_description("New messages received, by path")
@@ -219,7 +219,23 @@ impl GossipMetrics {
                 .u64_counter("mesh.gossip.deliveries.dropped")
                 .with_description("New messages dropped because the application did not read")
                 .build(),
+        };
+        // Every series exists from the start, at zero: for an alert, absent is not zero.
+        for path in ["push", "pull"] {
+            m.messages.add(0, &[KeyValue::new("path", path)]);
         }
+        for direction in ["sent", "received"] {
+            m.response_bytes
+                .add(0, &[KeyValue::new("direction", direction)]);
+        }
+        m.duplicates.add(0, &[]);
+        m.bad_input.add(0, &[]);
+        m.digests_sent.add(0, &[]);
+        m.digests_refused.add(0, &[]);
+        m.cache_messages.add(0, &[]);
+        m.cache_bytes.add(0, &[]);
+        m.deliveries_dropped.add(0, &[]);
+        m
     }
 
     fn report(&self, before: &(GossipStats, usize, usize), after: &(GossipStats, usize, usize)) {

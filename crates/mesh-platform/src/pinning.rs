@@ -249,7 +249,7 @@ struct Metrics {
 impl Metrics {
     fn new() -> Self {
         let meter = opentelemetry::global::meter("mesh-platform");
-        Self {
+        let m = Self {
             failures: meter
                 .u64_counter("mesh.pinning.failures")
                 .with_description("TLS connections refused because no pin matched, by host")
@@ -264,7 +264,11 @@ impl Metrics {
                 .f64_gauge("mesh.pinning.days_until_expiry")
                 .with_description("Days until the active pin set expires (negative: expired)")
                 .build(),
-        }
+        };
+        // The counters exist from the start, at zero: for an alert, absent is not zero.
+        m.failures.add(0, &[]);
+        m.expired_checks.add(0, &[]);
+        m
     }
 }
 

@@ -145,6 +145,38 @@ pub(crate) async fn connect(c: &Control, peer: &str, address: Option<&str>) -> R
     Ok(())
 }
 
+pub(crate) async fn dht_put(
+    c: &Control,
+    name: &str,
+    value: &str,
+    ttl_hours: Option<u64>,
+) -> Result<(), Error> {
+    let r = c
+        .post(
+            "/v1/dht/put",
+            json!({ "name": name, "value": value, "ttl_hours": ttl_hours }),
+        )
+        .await?;
+    let stored = r["stored"].as_u64().unwrap_or(0);
+    println!(
+        "record {} stored by {stored} of {} nodes offered",
+        r["key"].as_str().unwrap_or_default(),
+        r["offered"]
+    );
+    if stored == 0 {
+        return Err("no node stored the record".into());
+    }
+    Ok(())
+}
+
+pub(crate) async fn dht_get(c: &Control, author: &str, name: &str) -> Result<(), Error> {
+    let r = c
+        .post("/v1/dht/get", json!({ "author": author, "name": name }))
+        .await?;
+    println!("{}", r["value"].as_str().unwrap_or_default());
+    Ok(())
+}
+
 fn bar(len: u64) -> ProgressBar {
     let pb = ProgressBar::new(len);
     if let Ok(style) = ProgressStyle::with_template(

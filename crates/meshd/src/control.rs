@@ -8,6 +8,8 @@
 //! | `POST /v1/send` `{to, text, wait_ms?, connect?}` | sends a message; waits for its receipt |
 //! | `GET /v1/messages?after=N&wait_ms=M` | messages received after sequence `N` (long poll) |
 //! | `POST /v1/connect` `{peer, address?}` | finds the peer (DHT) and links to it |
+//! | `POST /v1/dht/put` `{name, value, ttl_hours?}` | signs and stores a record in the DHT |
+//! | `POST /v1/dht/get` `{author, name}` | looks a record up, verified |
 //! | `PUT /v1/blobs` (body: the bytes) | stores a blob, held by this node |
 //! | `GET /v1/blobs/ID?from=PEER,...` | a blob's bytes, fetched from the peers if not stored |
 //! | `POST /v1/invites` `{name?, ttl_hours?}` | makes a signed invite link |
@@ -125,6 +127,8 @@ pub(crate) async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Resp 
         (Method::POST, "/v1/send") => send(shared, req).await,
         (Method::GET, "/v1/messages") => messages(shared, &req).await,
         (Method::POST, "/v1/connect") => connect_route(shared, req).await,
+        (Method::POST, "/v1/dht/put") => dht_put(shared, req).await,
+        (Method::POST, "/v1/dht/get") => dht_get(shared, req).await,
         (Method::PUT, "/v1/blobs") => blob_put(shared, req).await,
         (Method::GET, p) if p.starts_with("/v1/blobs/") => blob_get(shared, &req, p).await,
         (Method::POST, "/v1/invites") => invite_create(shared, req).await,
@@ -288,6 +292,67 @@ async fn connect_route(shared: &Shared, req: Request<Incoming>) -> Result<Resp, 
     let p = peer(&r.peer)?;
     let address = connect(shared, p, r.address).await.map_err(bad)?;
     Ok(ok(&json!({ "peer": p.to_string(), "address": address })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DhtPutReq {
+    name: String,
+    value: String,
+    ttl_hours: Option<u64>,
+}
+
+async fn dht_put(shared: &Shared, req: Request<Incoming>) -> Result<Resp, Resp> {
+    let r: DhtPutReq = body_json(req).await?;
+    let now = TokioRuntime::current().unix_time();
+    let ttl = r.ttl_hours.unwrap_or(24).clamp(1, 24 * 7) * 3_600_000;
+    let payload = mesh_dht::RecordPayload {
+        name: r.name.into_bytes(),
+        // Later puts replace earlier ones: the time is a sequence that only grows.
+        seq: now.0,
+        value: r.value.into_bytes(),
+    };
+    let record =
+        mesh_dht::Record::sign(&shared.node.identity, payload, now, now.saturating_add(ttl))
+            .map_err(bad)?;
+    let key = mesh_dht::record::key_of(&record);
+    let put = shared
+        .node
+        .dht
+        .put(record.into_bytes())
+        .await
+        .map_err(bad)?;
+    Ok(ok(&json!({
+        "key": data_encoding::HEXLOWER.encode(&key.0),
+        "stored": put.stored,
+        "offered": put.offered,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DhtGetReq {
+    author: String,
+    name: String,
+}
+
+async fn dht_get(shared: &Shared, req: Request<Incoming>) -> Result<Resp, Resp> {
+    let r: DhtGetReq = body_json(req).await?;
+    let author = peer(&r.author)?;
+    let name = r.name.as_str();
+    let key = mesh_dht::record::record_key(&author, name.as_bytes());
+    let Some(bytes) = shared.node.dht.find_value(key).await.map_err(failed)? else {
+        return Ok(http::text(StatusCode::NOT_FOUND, "no such record"));
+    };
+    let record =
+        mesh_dht::Record::decode(&bytes, TokioRuntime::current().unix_time()).map_err(failed)?;
+    Ok(ok(&json!({
+        "author": author.to_string(),
+        "name": name,
+        "value": String::from_utf8_lossy(&record.payload().value),
+        "seq": record.payload().seq,
+        "expires_at_ms": record.expires_at().0,
+    })))
 }
 
 async fn blob_put(shared: &Shared, req: Request<Incoming>) -> Result<Resp, Resp> {

@@ -114,6 +114,8 @@ pub(crate) struct Shared {
     pub metrics: Metrics,
     pub signal: Option<SignalEndpoint>,
     pub serve_metrics: bool,
+    /// Configured totals of the blob store and of the DHT's records, for `/metrics`.
+    pub quotas: (u64, u64),
 }
 
 /// Locks a mutex, taking the data of a poisoned one (a panicked holder cannot leave these
@@ -351,6 +353,10 @@ pub(crate) async fn run(settings: Settings) -> Result<(), Error> {
         metrics,
         signal: endpoint,
         serve_metrics: settings.metrics,
+        quotas: (
+            settings.blobs.total_quota,
+            settings.dht.store.total_bytes as u64,
+        ),
     });
     let NodeEvents {
         messages,
@@ -570,6 +576,8 @@ async fn poll_loop(shared: Arc<Shared>, pins: Option<PinPolicy>) {
             uptime_s: shared.started.elapsed().as_secs_f64(),
             pending_approvals: lock(&shared.approvals).len() as u64,
             blob_requests: node.blobs.requests_in_flight() as u64,
+            blob_quota: shared.quotas.0,
+            dht_quota: shared.quotas.1,
             ..Snapshot::default()
         };
         if let Ok(s) = node.messenger.stats().await {

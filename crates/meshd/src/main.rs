@@ -85,6 +85,9 @@ enum Command {
         #[arg(long)]
         address: Option<String>,
     },
+    /// Stores and looks up signed records in the DHT.
+    #[command(subcommand)]
+    Dht(DhtCommand),
     /// Stores and fetches files.
     #[command(subcommand)]
     Blob(BlobCommand),
@@ -102,6 +105,27 @@ enum Command {
     },
     /// Stops the running node gracefully.
     Stop,
+}
+
+#[derive(Debug, Subcommand)]
+enum DhtCommand {
+    /// Signs NAME = VALUE with this node's key and stores it at the closest nodes.
+    Put {
+        /// The record's name (the key is this node's id and the name).
+        name: String,
+        /// Its value.
+        value: String,
+        /// Hours it lives (1 to 168, default 24).
+        #[arg(long)]
+        ttl_hours: Option<u64>,
+    },
+    /// Looks up AUTHOR's record NAME and prints its value (after verifying its signature).
+    Get {
+        /// The author's peer id.
+        author: String,
+        /// The record's name.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -242,6 +266,14 @@ async fn dispatch(cli: Cli) -> Result<(), Error> {
         Command::Inbox { after, follow } => client::inbox(&control()?, after, follow).await,
         Command::Connect { peer, address } => {
             client::connect(&control()?, &peer, address.as_deref()).await
+        }
+        Command::Dht(DhtCommand::Put {
+            name,
+            value,
+            ttl_hours,
+        }) => client::dht_put(&control()?, &name, &value, ttl_hours).await,
+        Command::Dht(DhtCommand::Get { author, name }) => {
+            client::dht_get(&control()?, &author, &name).await
         }
         Command::Blob(BlobCommand::Put { file }) => client::blob_put(&control()?, &file).await,
         Command::Blob(BlobCommand::Get { id, from, output }) => {

@@ -23,6 +23,8 @@ pub(crate) struct Snapshot {
     pub events_dropped: u64,
     pub pending_approvals: u64,
     pub blob_requests: u64,
+    pub blob_quota: u64,
+    pub dht_quota: u64,
     pub uptime_s: f64,
 }
 
@@ -83,6 +85,16 @@ impl Metrics {
                 "mesh.blob.serve.in_flight",
                 "Blob requests being served now",
                 |s| s.blob_requests,
+            ),
+            gauge(
+                "mesh.blob.quota",
+                "Bytes the blob store may hold in all (configured)",
+                |s| s.blob_quota,
+            ),
+            gauge(
+                "mesh.dht.quota",
+                "Bytes of DHT records the node may hold in all (configured)",
+                |s| s.dht_quota,
             ),
         ];
         let s = Arc::clone(&snapshot);

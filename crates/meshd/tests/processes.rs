@@ -1,0 +1,378 @@
+//! Several `meshd run` processes on loopback, driven through the `meshd` sub-commands as an
+//! operator would: messages end to end over WebRTC through a relay, a node that was down
+//! catching up by pull, restarts without data loss, `/health`, and `/metrics` holding every
+//! metric the dashboards and alert rules in `monitoring/` use.
+//!
+//! Topology: `relay` has a public endpoint; `alice` and `carol` have none (like phones behind
+//! NAT): each links to the relay only, so whatever goes between them crosses the relay.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_meshd");
+/// Longest wait for anything the mesh does.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A running `meshd run`, killed if the test fails before stopping it.
+struct Daemon {
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn meshd(dir: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("MESHD_CONFIG")
+        .output()
+        .unwrap()
+}
+
+/// Runs a sub-command that must succeed; returns its standard output.
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let out = meshd(dir, args);
+    assert!(
+        out.status.success(),
+        "meshd {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn start(dir: &Path, listen: &str, bootstrap: Option<&str>) -> Daemon {
+    std::fs::create_dir_all(dir).unwrap();
+    let _ = std::fs::remove_file(dir.join("control"));
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--data-dir")
+        .arg(dir)
+        .args(["run", "--listen", listen, "--control", "127.0.0.1:0"])
+        .env("MESHD_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("log.txt")).unwrap());
+    if let Some(b) = bootstrap {
+        cmd.args(["--bootstrap", b]);
+    }
+    let child = cmd.spawn().unwrap();
+    let d = Daemon {
+        dir: dir.to_path_buf(),
+        child: Some(child),
+    };
+    wait_for(&format!("{} to start", dir.display()), || {
+        dir.join("control").exists()
+    });
+    d
+}
+
+impl Daemon {
+    /// Stops the node through the control API; it must exit 0 (graceful shutdown).
+    fn stop(mut self) {
+        ok(&self.dir, &["stop"]);
+        let mut child = self.child.take().unwrap();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(status.success(), "meshd exited with {status}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "meshd did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(
+            !self.dir.join("control").exists(),
+            "the control file outlived the node"
+        );
+    }
+
+    fn status(&self) -> serde_json::Value {
+        serde_json::from_str(&ok(&self.dir, &["status"])).unwrap()
+    }
+
+    fn peer(&self) -> String {
+        self.status()["peer"].as_str().unwrap().to_string()
+    }
+
+    fn linked_to(&self, peer: &str) -> bool {
+        self.status()["links"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l.as_str() == Some(peer))
+    }
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text[9..12].parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap();
+    (status, body)
+}
+
+/// The metric names a dashboard or alert rule uses.
+fn used_metrics(root: &Path) -> BTreeSet<String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("monitoring/grafana"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.push(root.join("monitoring/prometheus/alerts.yml"));
+    let mut names = BTreeSet::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let bytes = text.as_bytes();
+        let mut i = 0;
+        while let Some(at) = text[i..].find("mesh_") {
+            let start = i + at;
+            let boundary = start == 0
+                || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+            let end = text[start..]
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .map_or(text.len(), |n| start + n);
+            if boundary {
+                names.insert(text[start..end].to_string());
+            }
+            i = end;
+        }
+    }
+    names
+}
+
+/// The names a scrape exposes (histograms with their series' suffixes).
+fn exposed_metrics(scrape: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for line in scrape.lines() {
+        let Some(rest) = line.strip_prefix("# TYPE ") else {
+            continue;
+        };
+        let mut parts = rest.split_whitespace();
+        let (name, kind) = (parts.next().unwrap(), parts.next().unwrap());
+        names.insert(name.to_string());
+        if kind == "histogram" {
+            for suffix in ["_bucket", "_sum", "_count"] {
+                names.insert(format!("{name}{suffix}"));
+            }
+        }
+    }
+    names
+}
+
+fn write_pin_set(dir: &Path) -> String {
+    use mesh_platform::pinning::{PinSetPayload, sign_pin_set};
+    let signer = mesh_crypto::Identity::generate();
+    let now = mesh_crypto::UnixMillis(
+        u64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis(),
+        )
+        .unwrap(),
+    );
+    let doc = sign_pin_set(
+        &signer,
+        PinSetPayload {
+            sequence: 1,
+            hosts: vec!["mesh.example.org".into()],
+            pins: vec![[1; 32], [2; 32]],
+        },
+        now,
+        now.saturating_add(90 * 24 * 3_600_000),
+    )
+    .unwrap();
+    std::fs::write(dir.join("pins.bin"), doc).unwrap();
+    format!(
+        "pin_set = \"{}\"\npin_signer = \"{}\"\n",
+        dir.join("pins.bin").display(),
+        signer.peer_id()
+    )
+}
+
+#[test]
+fn a_mesh_of_meshd_processes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (r_dir, a_dir, c_dir) = (
+        tmp.path().join("relay"),
+        tmp.path().join("alice"),
+        tmp.path().join("carol"),
+    );
+    std::fs::create_dir_all(&r_dir).unwrap();
+    std::fs::write(r_dir.join("meshd.toml"), write_pin_set(tmp.path())).unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let relay = start(&r_dir, &listen, None);
+    let relay_id = relay.peer();
+    let boot = format!("{relay_id}@http://{listen}/mesh/v1/signal");
+    // Alice bootstraps by URL alone (the id is fetched), Carol with the pinned id.
+    let alice = start(&a_dir, "off", Some(&format!("http://{listen}")));
+    let carol = start(&c_dir, "off", Some(&boot));
+    let (a_id, c_id) = (alice.peer(), carol.peer());
+    wait_for("alice and carol to link to the relay", || {
+        alice.linked_to(&relay_id) && carol.linked_to(&relay_id)
+    });
+
+    // /health answers with the node's id.
+    let (status, body) = http_get(port, "/health");
+    assert_eq!(status, 200);
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["peer"], relay_id.as_str());
+    assert_eq!(http_get(port, "/mesh/v1/id").1.trim(), relay_id);
+    assert_eq!(http_get(port, "/nothing").0, 404);
+
+    // Alice to Carol: neither can dial the other, so it crosses the relay (gossip), and the
+    // receipt comes back the same way.
+    let out = ok(&a_dir, &["send", &c_id, "hello carol", "--wait", "60"]);
+    assert!(out.starts_with("delivered through the mesh"), "{out}");
+    let inbox = ok(&c_dir, &["inbox"]);
+    assert!(
+        inbox.contains(&format!("from {a_id} (mesh): hello carol")),
+        "{inbox}"
+    );
+    assert!(!carol.linked_to(&a_id), "carol linked to alice directly");
+
+    // DHT: a record Alice signs is stored at the relay and Carol finds it, verified.
+    let out = ok(&a_dir, &["dht", "put", "profile", "alice in wonderland"]);
+    assert!(out.contains("stored by"), "{out}");
+    assert_eq!(
+        ok(&c_dir, &["dht", "get", &a_id, "profile"]).trim(),
+        "alice in wonderland"
+    );
+    ok(&r_dir, &["dht", "get", &a_id, "profile"]);
+
+    // A blob Carol stores, and bad input to the control API.
+    let file = tmp.path().join("file.bin");
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&file, &data).unwrap();
+    let out = ok(&c_dir, &["blob", "put", file.to_str().unwrap()]);
+    let blob_id = out.split_whitespace().nth(1).unwrap().to_string();
+    assert_eq!(blob_id.len(), 64, "{out}");
+    let bad = meshd(&a_dir, &["send", "not-a-peer", "x"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("peer id"));
+    let bad = meshd(&a_dir, &["blob", "get", "00", "-o", "x"]);
+    assert!(!bad.status.success());
+
+    // Carol goes down; Alice writes to her meanwhile; Carol comes back from her data dir,
+    // catches up by pull through the relay, still has her blob, and is still Carol.
+    carol.stop();
+    let out = ok(
+        &a_dir,
+        &["send", &c_id, "while you were away", "--wait", "0"],
+    );
+    assert!(out.starts_with("sent through the mesh"), "{out}");
+    let carol = start(&c_dir, "off", Some(&boot));
+    assert_eq!(carol.peer(), c_id);
+    wait_for("carol to pull the message she missed", || {
+        ok(&c_dir, &["inbox"]).contains("while you were away")
+    });
+    let back = tmp.path().join("back.bin");
+    ok(
+        &c_dir,
+        &["blob", "get", &blob_id, "-o", back.to_str().unwrap()],
+    );
+    assert_eq!(std::fs::read(&back).unwrap(), data);
+
+    // The relay restarts on the same port: its DHT records survive, and the others find
+    // their way back to it.
+    relay.stop();
+    let relay = start(&r_dir, &listen, None);
+    assert_eq!(relay.peer(), relay_id);
+    assert!(relay.status()["dht"]["records"].as_u64().unwrap() >= 1);
+    wait_for("alice and carol to link to the relay again", || {
+        alice.linked_to(&relay_id) && carol.linked_to(&relay_id)
+    });
+    let out = ok(&c_dir, &["send", &a_id, "welcome back", "--wait", "60"]);
+    assert!(out.starts_with("delivered"), "{out}");
+
+    // Activity the histograms need, then every metric of the dashboards and rules exists.
+    ok(&r_dir, &["dht", "get", &a_id, "profile"]);
+    ok(&a_dir, &["dht", "put", "status", "here"]);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let used = used_metrics(&root);
+    assert!(used.len() > 30, "{used:?}");
+    let mut missing = used.clone();
+    wait_for("every metric to be exported", || {
+        let (status, scrape) = http_get(port, "/metrics");
+        assert_eq!(status, 200);
+        let exposed = exposed_metrics(&scrape);
+        missing = used.difference(&exposed).cloned().collect();
+        missing.is_empty()
+    });
+    assert!(missing.is_empty(), "not exported: {missing:?}");
+    let (_, scrape) = http_get(port, "/metrics");
+    assert!(scrape.contains("mesh_pinning_days_until_expiry "));
+
+    alice.stop();
+    carol.stop();
+    relay.stop();
+}
+
+#[test]
+fn bad_configuration_is_refused_with_a_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(dir.join("meshd.toml"), "lisen = \"127.0.0.1:1\"\n").unwrap();
+    let out = meshd(dir, &["run"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field"));
+    std::fs::write(dir.join("meshd.toml"), "").unwrap();
+    let out = meshd(dir, &["run", "--control", "0.0.0.0:0"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
+    let out = meshd(dir, &["status"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is `meshd run` running"));
+    // `meshd id` makes the identity once and keeps it.
+    let first = ok(dir, &["id"]);
+    assert_eq!(ok(dir, &["id"]), first);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(dir.join("identity.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "identity.key is readable by others");
+    }
+}
