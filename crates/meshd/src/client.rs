@@ -12,34 +12,46 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt as _;
 
-use crate::daemon::read_control;
-use crate::http;
+use crate::daemon::control_socket;
+use crate::http::{self, Target};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
+/// The longest wait a control call may ask for (the node caps it there too).
+pub(crate) const MAX_WAIT_S: u64 = 120;
+
 /// A connection to the running node's control API.
 pub(crate) struct Control {
-    base: String,
-    token: String,
+    socket: std::path::PathBuf,
 }
 
 impl Control {
     pub(crate) fn open(data_dir: &Path) -> Result<Self, Error> {
-        let (addr, token) = read_control(data_dir)?;
-        Ok(Self {
-            base: format!("http://{addr}"),
-            token,
-        })
+        let socket = control_socket(data_dir);
+        if !socket.exists() {
+            return Err(format!(
+                "no control socket at {} (is `meshd run` running with this data dir?)",
+                socket.display()
+            )
+            .into());
+        }
+        Ok(Self { socket })
+    }
+
+    fn target(&self, path: &str) -> Target {
+        Target::control(&self.socket, path)
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, Error> {
-        let (status, bytes) = http::request(
-            &format!("{}{path}", self.base),
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let res = http::send(
+            &self.target(path),
             method,
-            Some(&self.token),
-            body.map(|b| b.to_string().into_bytes()),
+            http_body_util::Full::new(Bytes::from(body)),
+            None,
         )
         .await?;
+        let (status, bytes) = http::collect(res, http::MAX_RESPONSE).await?;
         check(status, &bytes)?;
         Ok(serde_json::from_slice(&bytes)?)
     }
@@ -51,6 +63,19 @@ impl Control {
     pub(crate) async fn post(&self, path: &str, body: Value) -> Result<Value, Error> {
         self.call(Method::POST, path, Some(body)).await
     }
+}
+
+/// Peer-controlled text, safe for a terminal: control characters escaped.
+fn printable(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            if c.is_control() && c != '\n' {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
 }
 
 fn check(status: StatusCode, body: &[u8]) -> Result<(), Error> {
@@ -80,12 +105,19 @@ pub(crate) async fn send(
     wait: u64,
     connect: bool,
 ) -> Result<(), Error> {
+    if wait > MAX_WAIT_S {
+        eprintln!("waiting {MAX_WAIT_S} s at most");
+    }
+    let wait = wait.min(MAX_WAIT_S);
     let r = c
         .post(
             "/v1/send",
             json!({ "to": to, "text": text, "wait_ms": wait * 1000, "connect": connect }),
         )
         .await?;
+    if let Some(e) = r["connect_error"].as_str() {
+        eprintln!("could not link to {to} ({e}): sent through the mesh instead");
+    }
     let id = r["id"].as_str().unwrap_or_default();
     let how = if r["link_open"].as_bool() == Some(true) {
         "over the open link"
@@ -105,14 +137,17 @@ pub(crate) async fn send(
 pub(crate) async fn inbox(c: &Control, after: Option<u64>, follow: bool) -> Result<(), Error> {
     let mut after = after;
     loop {
+        let wait = if follow { 60_000 } else { 0 };
         let q = match after {
-            Some(a) => format!(
-                "/v1/messages?after={a}&wait_ms={}",
-                if follow { 60_000 } else { 0 }
-            ),
-            None => format!("/v1/messages?wait_ms={}", if follow { 60_000 } else { 0 }),
+            Some(a) => format!("/v1/messages?after={a}&wait_ms={wait}"),
+            None => format!("/v1/messages?wait_ms={wait}"),
         };
         let r = c.get(&q).await?;
+        if let (Some(a), Some(oldest)) = (after, r["oldest"].as_u64())
+            && oldest > a + 1
+        {
+            eprintln!("({} older messages are no longer held)", oldest - a - 1);
+        }
         for m in r["messages"].as_array().into_iter().flatten() {
             let path = if m["direct"].as_bool() == Some(true) {
                 "direct"
@@ -123,11 +158,11 @@ pub(crate) async fn inbox(c: &Control, after: Option<u64>, follow: bool) -> Resu
                 "#{} from {} ({path}): {}",
                 m["seq"],
                 m["from"].as_str().unwrap_or_default(),
-                m["text"].as_str().unwrap_or_default()
+                printable(m["text"].as_str().unwrap_or_default())
             );
             after = m["seq"].as_u64().or(after);
         }
-        if !follow {
+        if !follow && r["more"].as_bool() != Some(true) {
             return Ok(());
         }
     }
@@ -211,16 +246,15 @@ pub(crate) async fn blob_put(c: &Control, file: &Path) -> Result<(), Error> {
             }
         }
     });
-    let (status, bytes) = http::request_with(
-        &format!("{}/v1/blobs", c.base),
+    let res = http::send(
+        &c.target("/v1/blobs"),
         Method::PUT,
-        Some(&c.token),
         StreamBody::new(stream),
         Some(len),
-        http::MAX_RESPONSE,
     )
-    .await?;
+    .await;
     pb.finish_and_clear();
+    let (status, bytes) = http::collect(res?, http::MAX_RESPONSE).await?;
     check(status, &bytes)?;
     let r: Value = serde_json::from_slice(&bytes)?;
     println!(
@@ -243,6 +277,7 @@ pub(crate) async fn blob_get(
     from: &[String],
     out: &Path,
 ) -> Result<(), Error> {
+    use http_body_util::BodyExt as _;
     let spinner = ProgressBar::new_spinner();
     spinner.set_message(if from.is_empty() {
         "reading".to_string()
@@ -254,28 +289,53 @@ pub(crate) async fn blob_get(
     });
     spinner.enable_steady_tick(Duration::from_millis(120));
     let path = if from.is_empty() {
-        format!("{}/v1/blobs/{id}", c.base)
+        format!("/v1/blobs/{id}")
     } else {
-        format!("{}/v1/blobs/{id}?from={}", c.base, from.join(","))
+        format!("/v1/blobs/{id}?from={}", from.join(","))
     };
-    let result = http::request(&path, Method::GET, Some(&c.token), None).await;
+    let res = http::send(
+        &c.target(&path),
+        Method::GET,
+        http_body_util::Empty::<Bytes>::new(),
+        None,
+    )
+    .await;
     spinner.finish_and_clear();
-    let (status, bytes) = result?;
-    check(status, &bytes)?;
-    let pb = bar(bytes.len() as u64);
+    let res = res?;
+    if !res.status().is_success() {
+        let (status, bytes) = http::collect(res, http::MAX_RESPONSE).await?;
+        check(status, &bytes)?;
+        return Err(format!("{status}").into());
+    }
+    let len = res
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let pb = bar(len);
     pb.set_message("writing");
     let tmp = out.with_extension("part");
-    let mut written = 0usize;
-    let mut f = std::fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    for piece in bytes.chunks(256 * 1024) {
-        std::io::Write::write_all(&mut f, piece)?;
-        written += piece.len();
-        pb.set_position(written as u64);
+    let mut f = tokio::fs::File::create(&tmp)
+        .await
+        .map_err(|e| format!("{}: {e}", tmp.display()))?;
+    let mut body = res.into_body();
+    let mut written = 0u64;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| format!("reading the blob: {e}"))?;
+        if let Some(data) = frame.data_ref() {
+            tokio::io::AsyncWriteExt::write_all(&mut f, data).await?;
+            written += data.len() as u64;
+            pb.set_position(written);
+        }
     }
-    f.sync_all()?;
-    std::fs::rename(&tmp, out)?;
+    if written != len {
+        return Err(format!("the blob ended after {written} of {len} bytes").into());
+    }
+    f.sync_all().await?;
+    tokio::fs::rename(&tmp, out).await?;
     pb.finish_and_clear();
-    println!("{} bytes written to {}", bytes.len(), out.display());
+    println!("{written} bytes written to {}", out.display());
     Ok(())
 }
 
@@ -300,19 +360,27 @@ pub(crate) async fn invite_accept(c: &Control, link: &str) -> Result<(), Error> 
         .await?;
     println!(
         "invite from {:?}, peer {} (fingerprint {}): verify the fingerprint with them",
-        r["name"].as_str().unwrap_or_default(),
+        printable(r["name"].as_str().unwrap_or_default()),
         r["inviter"].as_str().unwrap_or_default(),
         r["fingerprint"].as_str().unwrap_or_default()
     );
-    if r["connected"].as_bool() == Some(true) {
-        println!("linked");
+    let errors: Vec<&str> = r["errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if r["linked"].as_bool() == Some(true) {
+        println!("linked to the inviter");
+        Ok(())
+    } else if r["in_mesh"].as_bool() == Some(true) {
+        println!(
+            "joined the mesh through the invite's hints; the inviter is reachable through it (no direct link: {})",
+            errors.join("; ")
+        );
         Ok(())
     } else {
-        Err(format!(
-            "could not reach the inviter: {}",
-            r["error"].as_str().unwrap_or_default()
-        )
-        .into())
+        Err(format!("could not reach the mesh: {}", errors.join("; ")).into())
     }
 }
 
@@ -443,6 +511,14 @@ pub(crate) async fn recovery_status(c: &Control) -> Result<(), Error> {
 
 pub(crate) async fn stop(c: &Control) -> Result<(), Error> {
     c.post("/v1/shutdown", json!({})).await?;
-    println!("stopping");
+    // The node removes its socket once it has stopped.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    while c.socket.exists() {
+        if tokio::time::Instant::now() > deadline {
+            return Err("the node is still stopping after 40 s; see its log".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("stopped");
     Ok(())
 }

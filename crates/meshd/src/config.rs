@@ -9,8 +9,6 @@ use serde::Deserialize;
 
 /// Default public HTTP listener: signaling, `/health`, `/metrics`.
 pub(crate) const DEFAULT_LISTEN: &str = "0.0.0.0:7700";
-/// Default control listener, for `meshd` sub-commands (loopback only).
-pub(crate) const DEFAULT_CONTROL: &str = "127.0.0.1:7701";
 /// The config file looked for in the data directory when none is named.
 pub(crate) const CONFIG_FILE: &str = "meshd.toml";
 
@@ -24,15 +22,14 @@ pub(crate) struct FileConfig {
     pub listen: Option<String>,
     /// The signaling URL peers and browsers dial (default: from `listen`).
     pub public_url: Option<String>,
-    /// Control listener for the sub-commands; must be a loopback address.
-    pub control: Option<SocketAddr>,
     /// Peers to join through: `PEER_ID@URL`, or a bare URL (its peer id is fetched from
     /// `/mesh/v1/id`, trusted on first use).
     pub bootstrap: Option<Vec<String>>,
     /// Log filter (`tracing` directives, as `RUST_LOG`): `info`, `mesh_dht=debug,info`, ...
     pub log: Option<String>,
-    /// Whether `/metrics` is served on the public listener (default true).
-    pub metrics: Option<bool>,
+    /// Where `/metrics` is served: `"public"` (on the public listener, the default), `"off"`,
+    /// or `host:port` for a listener of its own (a private interface, for instance).
+    pub metrics: Option<String>,
     /// WebRTC settings.
     pub webrtc: Option<WebRtcSection>,
     /// Blob store limits.
@@ -86,14 +83,15 @@ pub(crate) struct RunArgs {
     /// The signaling URL peers dial (default: `http://` + the listen address).
     #[arg(long, env = "MESHD_PUBLIC_URL")]
     pub public_url: Option<String>,
-    /// Control listener for the sub-commands (a loopback address).
-    #[arg(long, env = "MESHD_CONTROL")]
-    pub control: Option<SocketAddr>,
+    /// Where `/metrics` is served: `public`, `off`, or `host:port`.
+    #[arg(long, env = "MESHD_METRICS")]
+    pub metrics: Option<String>,
     /// Peer to join through: `PEER_ID@URL` or `URL`; repeat, or comma-separate in the
     /// environment.
     #[arg(long, env = "MESHD_BOOTSTRAP", value_delimiter = ',')]
     pub bootstrap: Vec<String>,
-    /// Log filter, as `RUST_LOG` (`info`, `mesh_gossip=debug,info`, ...).
+    /// Log filter, as `RUST_LOG` (`info`, `mesh_gossip=debug,info`, ...); default: `RUST_LOG`,
+    /// else `info`.
     #[arg(long, env = "MESHD_LOG")]
     pub log: Option<String>,
 }
@@ -122,6 +120,28 @@ impl Bootstrap {
     }
 }
 
+/// Where `/metrics` is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MetricsAt {
+    /// On the public listener.
+    Public,
+    /// Not at all.
+    Off,
+    /// On a listener of its own.
+    Own(SocketAddr),
+}
+
+fn parse_metrics(text: &str) -> Result<MetricsAt, String> {
+    match text {
+        "public" => Ok(MetricsAt::Public),
+        "off" => Ok(MetricsAt::Off),
+        addr => addr
+            .parse()
+            .map(MetricsAt::Own)
+            .map_err(|e| format!("metrics {addr:?}: {e} (public, off or host:port)")),
+    }
+}
+
 fn check_url(url: &str) -> Result<(), String> {
     if url.starts_with("http://") && url.len() > "http://".len() {
         Ok(())
@@ -138,10 +158,9 @@ pub(crate) struct Settings {
     pub data_dir: PathBuf,
     pub listen: Option<SocketAddr>,
     pub public_url: Option<String>,
-    pub control: SocketAddr,
     pub bootstrap: Vec<Bootstrap>,
     pub log: String,
-    pub metrics: bool,
+    pub metrics: MetricsAt,
     pub udp: Vec<String>,
     pub ice_servers: Vec<String>,
     pub blobs: mesh_blob::store::BlobConfig,
@@ -163,7 +182,14 @@ pub(crate) fn read_file(data_dir: &Path, explicit: Option<&Path>) -> Result<File
     };
     let text =
         std::fs::read_to_string(&path).map_err(|e| format!("config {}: {e}", path.display()))?;
-    parse_file(&text).map_err(|e| format!("config {}: {e}", path.display()))
+    let mut file = parse_file(&text).map_err(|e| format!("config {}: {e}", path.display()))?;
+    // A relative pin-set path is relative to the config file.
+    if let (Some(pins), Some(dir)) = (file.pin_set.as_mut(), path.parent())
+        && pins.is_relative()
+    {
+        *pins = dir.join(&*pins);
+    }
+    Ok(file)
 }
 
 pub(crate) fn parse_file(text: &str) -> Result<FileConfig, String> {
@@ -191,18 +217,21 @@ pub(crate) fn merge(
             .or(file.listen.as_deref())
             .unwrap_or(DEFAULT_LISTEN),
     )?;
-    let control = args
-        .control
-        .or(file.control)
-        .unwrap_or_else(|| DEFAULT_CONTROL.parse().unwrap_or_else(|_| unreachable!()));
-    if !control.ip().is_loopback() {
-        return Err(format!(
-            "control {control}: the control listener must be a loopback address"
-        ));
-    }
     let public_url = args.public_url.or(file.public_url);
     if let Some(url) = &public_url {
-        check_url(url)?;
+        // Browsers behind a TLS terminator dial https; native peers need http.
+        if !url.starts_with("https://") {
+            check_url(url)?;
+        }
+    }
+    let metrics = parse_metrics(
+        args.metrics
+            .as_deref()
+            .or(file.metrics.as_deref())
+            .unwrap_or("public"),
+    )?;
+    if metrics == MetricsAt::Public && listen.is_none() {
+        tracing::debug!("no public listener: /metrics is not served");
     }
     let bootstrap_text = if args.bootstrap.is_empty() {
         file.bootstrap.unwrap_or_default()
@@ -253,10 +282,13 @@ pub(crate) fn merge(
         data_dir,
         listen,
         public_url,
-        control,
         bootstrap,
-        log: args.log.or(file.log).unwrap_or_else(|| "info".into()),
-        metrics: file.metrics.unwrap_or(true),
+        log: args
+            .log
+            .or(file.log)
+            .or_else(|| std::env::var("RUST_LOG").ok())
+            .unwrap_or_else(|| "info".into()),
+        metrics,
         udp: webrtc.udp.unwrap_or_else(|| vec!["0.0.0.0:0".into()]),
         ice_servers: webrtc.ice_servers.unwrap_or_default(),
         blobs,
@@ -287,17 +319,21 @@ mod tests {
             s.bootstrap,
             vec![Bootstrap::Url("http://10.0.0.1:7700/mesh/v1/signal".into())]
         );
-        assert_eq!(s.control, DEFAULT_CONTROL.parse::<SocketAddr>().unwrap());
+        assert_eq!(s.metrics, MetricsAt::Public);
         let args = RunArgs {
             listen: Some("off".into()),
             log: Some("warn".into()),
             bootstrap: vec![format!("{}@http://h:1/mesh/v1/signal", peer())],
             ..RunArgs::default()
         };
-        let file = parse_file("listen = \"127.0.0.1:9000\"\nlog = \"debug\"").unwrap();
+        let file = parse_file(
+            "listen = \"127.0.0.1:9000\"\nlog = \"debug\"\nmetrics = \"127.0.0.1:9100\"",
+        )
+        .unwrap();
         let s = merge(PathBuf::from("d"), file, args).unwrap();
         assert_eq!(s.listen, None);
         assert_eq!(s.log, "warn");
+        assert_eq!(s.metrics, MetricsAt::Own("127.0.0.1:9100".parse().unwrap()));
         assert_eq!(
             s.bootstrap,
             vec![Bootstrap::Known(peer(), "http://h:1/mesh/v1/signal".into())]
@@ -315,11 +351,11 @@ mod tests {
         let bad = |args: RunArgs| merge(PathBuf::from("d"), FileConfig::default(), args);
         assert!(
             bad(RunArgs {
-                control: Some("0.0.0.0:1".parse().unwrap()),
+                metrics: Some("everywhere".into()),
                 ..RunArgs::default()
             })
             .unwrap_err()
-            .contains("loopback")
+            .contains("public, off or host:port")
         );
         assert!(
             bad(RunArgs {

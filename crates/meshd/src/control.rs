@@ -1,12 +1,11 @@
-//! The control API the `meshd` sub-commands call: loopback only, every request carries the
-//! bearer token from the data directory's `control` file. JSON in and out, except blob
-//! bodies.
+//! The control API the `meshd` sub-commands call, on the node's Unix socket in its data
+//! directory (only the node's user can reach it). JSON in and out, except blob bodies.
 //!
 //! | method and path | does |
 //! |---|---|
 //! | `GET /v1/status` | peer id, address, links, DHT, messaging and blob counters |
 //! | `POST /v1/send` `{to, text, wait_ms?, connect?}` | sends a message; waits for its receipt |
-//! | `GET /v1/messages?after=N&wait_ms=M` | messages received after sequence `N` (long poll) |
+//! | `GET /v1/messages?after=N&wait_ms=M&limit=L` | messages received after sequence `N` (long poll) |
 //! | `POST /v1/connect` `{peer, address?}` | finds the peer (DHT) and links to it |
 //! | `POST /v1/dht/put` `{name, value, ttl_hours?}` | signs and stores a record in the DHT |
 //! | `POST /v1/dht/get` `{author, name}` | looks a record up, verified |
@@ -30,8 +29,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use mesh_blob::manifest::BlobId;
 use mesh_blob::store::PutOptions;
@@ -41,7 +40,7 @@ use mesh_platform::runtime::{Runtime, TokioRuntime};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::daemon::{Shared, lock};
+use crate::daemon::{Shared, lock, prune_codes};
 use crate::http::{self, Resp};
 
 /// Largest JSON request.
@@ -50,6 +49,10 @@ const MAX_JSON: usize = 64 * 1024;
 const MAX_WAIT: Duration = Duration::from_secs(120);
 /// How long `connect` may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+/// Messages one `/v1/messages` answer holds at most.
+const MAX_LIST: usize = 1000;
+/// Messages one `/v1/messages` answer holds by default.
+const DEFAULT_LIST: usize = 100;
 
 fn bad(msg: impl std::fmt::Display) -> Resp {
     http::json(
@@ -69,22 +72,10 @@ fn ok(body: &Value) -> Resp {
     http::json(StatusCode::OK, body)
 }
 
-fn authorized(shared: &Shared, req: &Request<Incoming>) -> bool {
-    let Some(given) = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return false;
-    };
-    let (a, b) = (given.as_bytes(), shared.token.as_bytes());
-    // Constant time in the token's content.
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 async fn body_json<T: for<'de> Deserialize<'de>>(req: Request<Incoming>) -> Result<T, Resp> {
-    let bytes = http::read_body(req.into_body(), MAX_JSON).await?;
+    let bytes = http::read_body(req.into_body(), MAX_JSON)
+        .await
+        .map_err(|r| *r)?;
     serde_json::from_slice(&bytes).map_err(|e| bad(format!("request body: {e}")))
 }
 
@@ -116,11 +107,24 @@ fn wait_of(ms: Option<u64>) -> Duration {
     Duration::from_millis(ms.unwrap_or(0)).min(MAX_WAIT)
 }
 
+/// Waits for `notified` until `deadline`; false when the time is up or the node stops.
+async fn wait_until(
+    shared: &Shared,
+    notified: impl std::future::Future<Output = ()>,
+    deadline: tokio::time::Instant,
+) -> bool {
+    let mut stopped = shared.stopped.clone();
+    if *stopped.borrow() {
+        return false;
+    }
+    tokio::select! {
+        r = tokio::time::timeout_at(deadline, notified) => r.is_ok(),
+        _ = stopped.changed() => false,
+    }
+}
+
 /// Routes one control request.
 pub(crate) async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Resp {
-    if !authorized(shared, &req) {
-        return http::text(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-    }
     let path = req.uri().path().to_string();
     let result = match (req.method().clone(), path.as_str()) {
         (Method::GET, "/v1/status") => status(shared).await,
@@ -135,7 +139,7 @@ pub(crate) async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Resp 
         (Method::POST, "/v1/invites/accept") => invite_accept(shared, req).await,
         (Method::POST, "/v1/recovery/setup") => recovery_setup(shared, req).await,
         (Method::POST, "/v1/recovery/guard") => recovery_guard(shared, req).await,
-        (Method::GET, "/v1/recovery/requests") => Ok(recovery_requests(shared)),
+        (Method::GET, "/v1/recovery/requests") => Ok(recovery_requests(shared).await),
         (Method::POST, "/v1/recovery/approve") => recovery_decide(shared, req, true).await,
         (Method::POST, "/v1/recovery/deny") => recovery_decide(shared, req, false).await,
         (Method::POST, "/v1/recovery/start") => recovery_start(shared, req).await,
@@ -218,8 +222,12 @@ struct SendReq {
 async fn send(shared: &Shared, req: Request<Incoming>) -> Result<Resp, Resp> {
     let r: SendReq = body_json(req).await?;
     let to = peer(&r.to)?;
-    if r.connect {
-        connect(shared, to, None).await.map_err(bad)?;
+    let mut connect_error = Value::Null;
+    if r.connect
+        && let Err(e) = connect(shared, to, None).await
+    {
+        // The mesh still carries it.
+        connect_error = Value::from(e);
     }
     let direct = shared.node.pool.connected().contains(&to);
     let id = shared
@@ -228,54 +236,67 @@ async fn send(shared: &Shared, req: Request<Incoming>) -> Result<Resp, Resp> {
         .send(to, r.text.as_bytes())
         .await
         .map_err(bad)?;
-    let wait = wait_of(r.wait_ms);
-    let deadline = tokio::time::Instant::now() + wait;
+    let deadline = tokio::time::Instant::now() + wait_of(r.wait_ms);
     let delivered = loop {
         let notified = shared.receipt_came.notified();
         if lock(&shared.receipts).by_id.contains_key(&id) {
             break true;
         }
-        if tokio::time::timeout_at(deadline, notified).await.is_err() {
-            break false;
+        if !wait_until(shared, notified, deadline).await {
+            break lock(&shared.receipts).by_id.contains_key(&id);
         }
     };
     Ok(ok(&json!({
         "id": id.to_hex(),
         "link_open": direct,
         "delivered": delivered,
+        "connect_error": connect_error,
     })))
 }
 
 async fn messages(shared: &Shared, req: &Request<Incoming>) -> Result<Resp, Resp> {
-    let after: Option<u64> = match query(req, "after") {
-        Some(a) => Some(a.parse().map_err(|_| bad("after: not a number"))?),
-        None => None,
-    };
-    let wait = wait_of(
-        query(req, "wait_ms")
+    let number = |key: &str| -> Result<Option<u64>, Resp> {
+        query(req, key)
             .map(str::parse)
             .transpose()
-            .map_err(|_| bad("wait_ms: not a number"))?,
-    );
+            .map_err(|_| bad(format!("{key}: not a number")))
+    };
+    let after = number("after")?;
+    let wait = wait_of(number("wait_ms")?);
+    let limit = number("limit")?
+        .map_or(DEFAULT_LIST, |l| usize::try_from(l).unwrap_or(MAX_LIST))
+        .clamp(1, MAX_LIST);
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let notified = shared.inbox_changed.notified();
-        let list: Vec<Value> = lock(&shared.inbox)
-            .entries
-            .iter()
-            .filter(|e| after.is_none_or(|a| e.seq > a))
-            .map(|e| {
-                json!({
-                    "seq": e.seq,
-                    "from": e.from.to_string(),
-                    "id": e.id.to_hex(),
-                    "text": String::from_utf8_lossy(&e.body),
-                    "direct": e.direct,
+        let (list, oldest, more) = {
+            let inbox = lock(&shared.inbox);
+            let mut fresh = inbox
+                .entries
+                .iter()
+                .filter(|e| after.is_none_or(|a| e.seq > a));
+            let list: Vec<Value> = fresh
+                .by_ref()
+                .take(limit)
+                .map(|e| {
+                    json!({
+                        "seq": e.seq,
+                        "from": e.from.to_string(),
+                        "id": e.id.to_hex(),
+                        "text": String::from_utf8_lossy(&e.body),
+                        "direct": e.direct,
+                    })
                 })
-            })
-            .collect();
-        if !list.is_empty() || tokio::time::timeout_at(deadline, notified).await.is_err() {
-            return Ok(ok(&json!({ "messages": list })));
+                .collect();
+            let more = fresh.next().is_some();
+            (list, inbox.entries.front().map(|e| e.seq), more)
+        };
+        if !list.is_empty() || !wait_until(shared, notified, deadline).await {
+            // `oldest`: what is still held (older ones were pushed out: a gap if it is above
+            // the `after` asked for); `more`: call again with the last seq.
+            return Ok(ok(
+                &json!({ "messages": list, "oldest": oldest, "more": more }),
+            ));
         }
     }
 }
@@ -375,10 +396,14 @@ async fn blob_put(shared: &Shared, req: Request<Incoming>) -> Result<Resp, Resp>
         .map_err(bad)?;
     let mut body = req.into_body();
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| bad(format!("upload: {e}")))?;
-        if let Some(data) = frame.data_ref()
-            && let Err(e) = writer.write(data).await
-        {
+        let written = match frame {
+            Ok(frame) => match frame.data_ref() {
+                Some(data) => writer.write(data).await.map_err(|e| e.to_string()),
+                None => Ok(()),
+            },
+            Err(e) => Err(format!("upload: {e}")),
+        };
+        if let Err(e) = written {
             let _ = writer.abort().await;
             return Err(bad(e));
         }
@@ -428,12 +453,25 @@ async fn blob_get(shared: &Shared, req: &Request<Incoming>, path: &str) -> Resul
             .await
             .map_err(|e| http::text(StatusCode::BAD_GATEWAY, &e.to_string()))?;
     }
-    let bytes = blobs.store().get(&id).await.map_err(failed)?;
-    let mut r = Response::new(Full::new(Bytes::from(bytes)));
+    let reader = blobs.store().reader(&id).await.map_err(failed)?;
+    let size = reader.manifest().size();
+    // Piece by piece (each verified against its hash as it is read), not the whole blob in
+    // memory.
+    let stream = futures_util::stream::unfold(Some(reader), |reader| async move {
+        let mut reader = reader?;
+        match reader.next_piece().await {
+            Ok(Some(piece)) => Some((Ok(Frame::data(Bytes::from(piece))), Some(reader))),
+            Ok(None) => None,
+            Err(e) => Some((Err(std::io::Error::other(e.to_string())), None)),
+        }
+    });
+    let mut r = Response::new(StreamBody::new(stream).boxed_unsync());
     r.headers_mut().insert(
         "content-type",
         hyper::header::HeaderValue::from_static("application/octet-stream"),
     );
+    r.headers_mut()
+        .insert("content-length", hyper::header::HeaderValue::from(size));
     Ok(r)
 }
 
@@ -448,16 +486,28 @@ async fn invite_create(shared: &Shared, req: Request<Incoming>) -> Result<Resp, 
     let r: InviteReq = body_json(req).await?;
     let node = &shared.node;
     let mut hints = Vec::new();
-    if !node.address.is_empty() {
+    if node.address.starts_with("http://") || node.address.starts_with("https://") {
         hints.push(BootstrapHint::Signaling(node.address.clone()));
     }
-    // Where others can reach this node if it has no public address: through its links.
-    for p in node.pool.connected().into_iter().take(4) {
-        if let Some(a) = node.pool.address_of(&p).filter(|a| !a.is_empty()) {
-            hints.push(BootstrapHint::Signaling(a));
+    // Nodes this one is linked to, to join the mesh through (the inviter is then found by
+    // its id, or reached through the mesh).
+    for p in node.pool.connected() {
+        if hints.len() >= mesh_platform::invite::MAX_HINTS {
+            break;
+        }
+        if node
+            .pool
+            .address_of(&p)
+            .is_some_and(|a| a.starts_with("http://"))
+        {
+            hints.push(BootstrapHint::Peer(p));
         }
     }
-    hints.truncate(mesh_platform::invite::MAX_HINTS);
+    if hints.is_empty() {
+        return Err(bad(
+            "this node has no public address and no linked peer with one: nobody could use the invite",
+        ));
+    }
     let ttl = r
         .ttl_hours
         .map_or(DEFAULT_INVITE_TTL_MS, |h| h.saturating_mul(3_600_000));
@@ -486,40 +536,40 @@ async fn invite_accept(shared: &Shared, req: Request<Incoming>) -> Result<Resp, 
     if inviter == shared.node.peer_id() {
         return Err(bad("this is this node's own invite"));
     }
-    let mut last_error = String::from("the invite names no way to reach its inviter");
-    let mut connected = None;
+    let mut errors = Vec::new();
+    let mut joined = false;
     for hint in &invite.payload().bootstrap {
-        match hint {
-            BootstrapHint::Signaling(url) => {
-                // The URL may be the inviter's own endpoint, or a node that knows it.
-                match connect(shared, inviter, Some(url.clone())).await {
-                    Ok(a) => {
-                        connected = Some(a);
-                        break;
-                    }
-                    Err(e) => last_error = e,
+        let result = match hint {
+            // The inviter's own endpoint: the handshake proves it is the inviter.
+            BootstrapHint::Signaling(url) => connect(shared, inviter, Some(url.clone())).await,
+            // A node the inviter is linked to: join through it if this node can find it.
+            BootstrapHint::Peer(p) => connect(shared, *p, None).await,
+        };
+        match result {
+            Ok(_) => {
+                joined = true;
+                if shared.node.pool.connected().contains(&inviter) {
+                    break;
                 }
             }
-            BootstrapHint::Peer(p) => {
-                if let Err(e) = connect(shared, *p, None).await {
-                    last_error = e;
-                }
-            }
+            Err(e) => errors.push(e),
         }
     }
-    if connected.is_none() {
-        // Joined through a hint: the inviter may be reachable through the DHT now.
+    let mut linked = shared.node.pool.connected().contains(&inviter);
+    if joined && !linked {
+        // In the mesh now: the inviter may be found by its id.
         match connect(shared, inviter, None).await {
-            Ok(a) => connected = Some(a),
-            Err(e) => last_error = e,
+            Ok(_) => linked = true,
+            Err(e) => errors.push(e),
         }
     }
     Ok(ok(&json!({
         "inviter": inviter.to_string(),
         "fingerprint": inviter.fingerprint(),
         "name": invite.payload().display_name,
-        "connected": connected.is_some(),
-        "error": if connected.is_some() { Value::Null } else { Value::from(last_error) },
+        "linked": linked,
+        "in_mesh": joined || linked,
+        "errors": errors,
     })))
 }
 
@@ -585,8 +635,9 @@ async fn recovery_guard(shared: &Shared, req: Request<Incoming>) -> Result<Resp,
     Ok(ok(&json!({ "owner": owner.to_string(), "allowed": allow })))
 }
 
-fn recovery_requests(shared: &Shared) -> Resp {
-    let list: Vec<Value> = lock(&shared.approvals)
+async fn recovery_requests(shared: &Shared) -> Resp {
+    let list: Vec<Value> = prune_codes(shared)
+        .await
         .iter()
         .map(|(id, a)| {
             json!({
@@ -614,10 +665,24 @@ async fn recovery_decide(
     let r: DecideReq = body_json(req).await?;
     let id = hash(&r.request_id)?;
     let recovery = &shared.node.recovery;
-    if approve {
-        recovery.approve(id).await.map_err(bad)?;
+    let decided = if approve {
+        recovery.approve(id).await
     } else {
-        recovery.deny(id).await.map_err(bad)?;
+        recovery.deny(id).await
+    };
+    if let Err(e) = decided {
+        if matches!(
+            e,
+            mesh_recovery::driver::DriverError::Recovery(mesh_recovery::RecoveryError::Unknown(_))
+        ) {
+            // Expired or replaced meanwhile: forget its code too.
+            lock(&shared.approvals).remove(&id);
+            return Err(http::json(
+                StatusCode::NOT_FOUND,
+                &json!({ "error": format!("{e}: expired or replaced; see `meshd recovery requests`") }),
+            ));
+        }
+        return Err(bad(e));
     }
     lock(&shared.approvals).remove(&id);
     Ok(ok(

@@ -2,32 +2,34 @@
 //!
 //! State lives in the data directory: `identity.key` (the node's seed, mode 0600; sealed with
 //! Argon2id + XChaCha20-Poly1305 when `MESHD_PASSPHRASE` is set), `node.redb` (DHT records
-//! and contacts, gossip messages, blobs, guardians' shares), `control` (the control
-//! listener's address and bearer token, mode 0600, while the node runs) and `recovered/`
-//! (keys recovered for others' identities, mode 0600).
+//! and contacts, gossip messages, blobs, guardians' shares), `control.sock` (the control
+//! socket, mode 0600, while the node runs) and `recovered/` (keys recovered for others'
+//! identities, mode 0600, sealed like `identity.key`).
 //!
-//! Two HTTP listeners:
+//! Listeners:
 //!
 //! - public (`listen`): `POST /mesh/v1/signal` (WebRTC signaling for browsers and first
 //!   contact), `GET /mesh/v1/id` (the node's peer id, for bootstrapping by URL),
-//!   `GET /health`, `GET /metrics` (Prometheus), `GET /mesh/v1/pin-set` (the signed pin set,
-//!   if configured);
-//! - control (`control`, loopback only, bearer token): what the `meshd` sub-commands call
-//!   (`/v1/...`, see [`crate::control`]).
+//!   `GET /health`, `GET /metrics` (Prometheus, unless `metrics` puts it elsewhere or off),
+//!   `GET /mesh/v1/pin-set` (the signed pin set, if configured). At most 512 connections,
+//!   30 s per request;
+//! - control: a Unix socket in the data directory (which is 0700), so only the node's user
+//!   reaches it, and nobody can stand in for a node that is down; what the `meshd`
+//!   sub-commands call (`/v1/...`, see [`crate::control`]);
+//! - metrics, when `metrics = "host:port"`.
 //!
-//! SIGINT, SIGTERM or `POST /v1/shutdown` stop it gracefully: `/health` turns 503, the
-//! listeners stop taking connections, every driver writes what it must, links close, the
-//! store is closed, and the process exits 0.
+//! SIGINT, SIGTERM or `POST /v1/shutdown` stop it gracefully: `/health` turns 503, waiting
+//! requests end, the listeners stop taking connections (5 s for those in progress), every
+//! driver writes what it must and links close (15 s), the store is closed (5 s), and the
+//! process exits 0 (1 if any of that ran out of time). A second signal exits at once.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::BodyExt as _;
 use hyper::{Method, Request, Response, StatusCode};
 use mesh_crypto::{Hash256, Identity, PeerId};
 use mesh_node::node::SCHEMA;
@@ -41,7 +43,7 @@ use mesh_transport_webrtc::signaling::http::{HttpSignaling, SIGNAL_PATH, SignalE
 use mesh_transport_webrtc::{WebRtcConfig, WebRtcTransport};
 use tokio::sync::{Notify, watch};
 
-use crate::config::{Bootstrap, Settings};
+use crate::config::{Bootstrap, MetricsAt, Settings};
 use crate::http::{self, Resp};
 use crate::metrics::{Metrics, Snapshot};
 
@@ -52,8 +54,8 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 pub(crate) const IDENTITY_FILE: &str = "identity.key";
 /// The store file in the data directory.
 pub(crate) const STORE_FILE: &str = "node.redb";
-/// The control file (address and token) in the data directory.
-pub(crate) const CONTROL_FILE: &str = "control";
+/// The control socket in the data directory.
+pub(crate) const CONTROL_SOCKET: &str = "control.sock";
 /// Messages kept for `meshd inbox`.
 pub(crate) const INBOX_LIMIT: usize = 1000;
 /// Receipts remembered for `meshd send --wait`.
@@ -62,8 +64,18 @@ const RECEIPT_LIMIT: usize = 4096;
 const RECOVERY_LOG_LIMIT: usize = 200;
 /// How often the node's counters are polled for `/metrics` and links become neighbours.
 const POLL: Duration = Duration::from_secs(2);
-/// How long a graceful shutdown may take before the process exits anyway.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+/// How long requests in progress may take to finish once a shutdown starts.
+const DRAIN: Duration = Duration::from_secs(5);
+/// How long the drivers may take to write what they must and close their links.
+const NODE_SHUTDOWN: Duration = Duration::from_secs(15);
+/// How long the store may take to close.
+const STORE_CLOSE: Duration = Duration::from_secs(5);
+/// How long resolving a bootstrap URL may take; failures are retried this often.
+const BOOTSTRAP_RETRY: Duration = Duration::from_secs(30);
+/// How often the pin set's expiry is reported (the gauge moves by the day).
+const PIN_REPORT: Duration = Duration::from_secs(3600);
+/// Recovery codes remembered at most (requests the core still holds are kept).
+const MAX_CODES: usize = 256;
 
 /// One received message.
 #[derive(Debug, Clone)]
@@ -102,7 +114,10 @@ pub(crate) struct Shared {
     pub started: Instant,
     pub stopping: AtomicBool,
     pub stop: Notify,
-    pub token: String,
+    /// Turns true when the node starts stopping: waits in handlers end on it.
+    pub stopped: watch::Receiver<bool>,
+    /// Seals keys written to disk (as `identity.key`), if set.
+    pub passphrase: Option<String>,
     pub inbox: Mutex<Inbox>,
     pub inbox_changed: Notify,
     pub receipts: Mutex<Receipts>,
@@ -113,7 +128,8 @@ pub(crate) struct Shared {
     pub pin_set: Option<Vec<u8>>,
     pub metrics: Metrics,
     pub signal: Option<SignalEndpoint>,
-    pub serve_metrics: bool,
+    /// Whether `/metrics` is on the public listener.
+    pub metrics_public: bool,
     /// Configured totals of the blob store and of the DHT's records, for `/metrics`.
     pub quotas: (u64, u64),
 }
@@ -128,8 +144,10 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
     let tmp = path.with_extension("tmp");
+    // A leftover temporary file would keep its old permissions.
+    let _ = std::fs::remove_file(&tmp);
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt as _;
@@ -139,6 +157,33 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.write_all(bytes)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)
+}
+
+/// Creates `path` (which must not exist) readable by the owner only, with `bytes`.
+fn create_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut f = options.open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+/// `seed` as it is written to disk: sealed under `passphrase` if there is one.
+pub(crate) fn seal_seed(seed: &[u8], passphrase: Option<&str>) -> Result<Vec<u8>, Error> {
+    Ok(match passphrase {
+        Some(p) => mesh_platform::keystore::seal_secret(
+            seed,
+            p.as_bytes(),
+            mesh_platform::keystore::KdfParams::DEFAULT,
+        )?,
+        None => seed.to_vec(),
+    })
 }
 
 /// Loads the node's identity from `path`, or makes and saves a new one. With a passphrase
@@ -174,17 +219,17 @@ pub(crate) fn load_or_create_identity(
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let identity = Identity::generate();
-            let seed = identity.seed();
-            let bytes = match passphrase {
-                Some(p) => mesh_platform::keystore::seal_secret(
-                    seed.as_slice(),
-                    p.as_bytes(),
-                    mesh_platform::keystore::KdfParams::DEFAULT,
-                )?,
-                None => seed.to_vec(),
-            };
-            write_private(path, &bytes)?;
-            Ok((identity, true))
+            let bytes = seal_seed(identity.seed().as_slice(), passphrase)?;
+            // Exclusive: of two processes making the identity at once, one wins and the
+            // other reads what it wrote.
+            match create_private(path, &bytes) {
+                Ok(()) => Ok((identity, true)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    std::thread::sleep(Duration::from_millis(100));
+                    load_or_create_identity(path, passphrase)
+                }
+                Err(e) => Err(format!("{}: {e}", path.display()).into()),
+            }
         }
         Err(e) => Err(format!("{}: {e}", path.display()).into()),
     }
@@ -197,7 +242,12 @@ async fn resolve_bootstrap(b: &Bootstrap) -> Result<(PeerId, String), Error> {
         Bootstrap::Url(url) => {
             let base = url.strip_suffix(SIGNAL_PATH).unwrap_or(url);
             let id_url = format!("{}{}", base.trim_end_matches('/'), crate::http::ID_PATH);
-            let (status, body) = http::request(&id_url, Method::GET, None, None).await?;
+            let (status, body) = tokio::time::timeout(
+                Duration::from_secs(15),
+                http::request(&id_url, Method::GET, None),
+            )
+            .await
+            .map_err(|_| format!("{id_url}: no answer within 15 s"))??;
             if status != StatusCode::OK {
                 return Err(format!("{id_url}: {status}").into());
             }
@@ -213,21 +263,40 @@ async fn resolve_bootstrap(b: &Bootstrap) -> Result<(PeerId, String), Error> {
     }
 }
 
-fn random_token() -> String {
-    let mut t = [0u8; 32];
-    dryoc::rng::copy_randombytes(&mut t);
-    data_encoding::HEXLOWER.encode(&t)
+/// Keeps trying a bootstrap URL that could not be resolved at start; joins through it once it
+/// answers.
+async fn retry_bootstrap(node: MeshNode, b: Bootstrap, mut stopped: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(BOOTSTRAP_RETRY) => {}
+            _ = stopped.changed() => return,
+        }
+        match resolve_bootstrap(&b).await {
+            Ok((peer, url)) => {
+                if node.dht.add_contact(peer, &url).await.is_err()
+                    || node.add_neighbour(peer, &url).await.is_err()
+                {
+                    return;
+                }
+                tracing::info!(%peer, %url, "bootstrap peer reached");
+                return;
+            }
+            Err(e) => tracing::debug!(error = %e, "bootstrap peer still unreachable"),
+        }
+    }
 }
 
 /// Runs the node until it is told to stop.
 #[allow(clippy::too_many_lines)] // the start-up sequence, read top to bottom
 pub(crate) async fn run(settings: Settings) -> Result<(), Error> {
-    std::fs::create_dir_all(&settings.data_dir)
-        .map_err(|e| format!("data dir {}: {e}", settings.data_dir.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(&settings.data_dir, std::fs::Permissions::from_mode(0o700))?;
+    if !settings.data_dir.exists() {
+        std::fs::create_dir_all(&settings.data_dir)
+            .map_err(|e| format!("data dir {}: {e}", settings.data_dir.display()))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&settings.data_dir, std::fs::Permissions::from_mode(0o700))?;
+        }
     }
     let passphrase = std::env::var("MESHD_PASSPHRASE").ok();
     let (identity, created) = load_or_create_identity(
@@ -239,6 +308,15 @@ pub(crate) async fn run(settings: Settings) -> Result<(), Error> {
     // Before any driver starts: they take their meters from the global provider.
     let metrics = Metrics::install()?;
 
+    // The store first: its lock tells a second node on the same data dir to go away before
+    // it touches anything else (the control socket).
+    let store: Arc<dyn KvStore> = Arc::new(
+        Store::open(
+            RedbBackend::open(&settings.data_dir.join(STORE_FILE)).await?,
+            &SCHEMA,
+        )
+        .await?,
+    );
     let public = match settings.listen {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
@@ -246,6 +324,14 @@ pub(crate) async fn run(settings: Settings) -> Result<(), Error> {
                 .map_err(|e| format!("listen {addr}: {e}"))?,
         ),
         None => None,
+    };
+    let metrics_listener = match settings.metrics {
+        MetricsAt::Own(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("metrics {addr}: {e}"))?,
+        ),
+        _ => None,
     };
     let (signaling, endpoint) = if public.is_some() {
         let (s, e) = HttpSignaling::endpoint();
@@ -259,7 +345,7 @@ pub(crate) async fn run(settings: Settings) -> Result<(), Error> {
             let mut a = l.local_addr()?;
             if a.ip().is_unspecified() {
                 tracing::warn!(
-                    "listening on {a} without public_url: advertising 127.0.0.1 (set public_url for other machines)"
+                    "listening on {a} without public_url: advertising 127.0.0.1, which only this machine can dial (set public_url)"
                 );
                 a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
             }
@@ -267,20 +353,19 @@ pub(crate) async fn run(settings: Settings) -> Result<(), Error> {
         }
         (None, None) => String::new(),
     };
+    let resolved =
+        futures_util::future::join_all(settings.bootstrap.iter().map(resolve_bootstrap)).await;
     let mut bootstrap = Vec::new();
-    for b in &settings.bootstrap {
-        match resolve_bootstrap(b).await {
+    let mut unresolved = Vec::new();
+    for (b, r) in settings.bootstrap.iter().zip(resolved) {
+        match r {
             Ok(p) => bootstrap.push(p),
-            Err(e) => tracing::warn!(error = %e, "bootstrap peer skipped"),
+            Err(e) => {
+                tracing::warn!(error = %e, "bootstrap peer unreachable: retrying every {BOOTSTRAP_RETRY:?}");
+                unresolved.push(b.clone());
+            }
         }
     }
-    let store: Arc<dyn KvStore> = Arc::new(
-        Store::open(
-            RedbBackend::open(&settings.data_dir.join(STORE_FILE)).await?,
-            &SCHEMA,
-        )
-        .await?,
-    );
     let webrtc = WebRtcConfig {
         udp_addrs: settings.udp.clone(),
         ice_servers: settings.ice_servers.clone(),
@@ -292,7 +377,7 @@ pub(crate) async fn run(settings: Settings) -> Result<(), Error> {
         transport,
         TokioRuntime::current(),
         &address,
-        store,
+        Arc::clone(&store),
         NodeConfig {
             bootstrap: bootstrap.clone(),
             dht: settings.dht,
@@ -319,29 +404,30 @@ pub(crate) async fn run(settings: Settings) -> Result<(), Error> {
         }
         None => None,
     };
-
-    let control = tokio::net::TcpListener::bind(settings.control)
-        .await
-        .map_err(|e| format!("control {}: {e}", settings.control))?;
-    let control_addr = control.local_addr()?;
-    let token = random_token();
-    let control_file = settings.data_dir.join(CONTROL_FILE);
-    write_private(
-        &control_file,
-        format!("{control_addr}\n{token}\n").as_bytes(),
-    )?;
-
     let (pin_doc, pin_policy) = match pin_set {
         Some((d, p)) => (Some(d), Some(p)),
         None => (None, None),
     };
+
+    let socket = settings.data_dir.join(CONTROL_SOCKET);
+    // A socket left by a node that crashed: the store's lock says none runs now.
+    let _ = std::fs::remove_file(&socket);
+    let control = tokio::net::UnixListener::bind(&socket)
+        .map_err(|e| format!("control socket {}: {e}", socket.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
         node: node.clone(),
         data_dir: settings.data_dir.clone(),
         started: Instant::now(),
         stopping: AtomicBool::new(false),
         stop: Notify::new(),
-        token,
+        stopped: stop_rx.clone(),
+        passphrase,
         inbox: Mutex::new(Inbox::default()),
         inbox_changed: Notify::new(),
         receipts: Mutex::new(Receipts::default()),
@@ -352,12 +438,15 @@ pub(crate) async fn run(settings: Settings) -> Result<(), Error> {
         pin_set: pin_doc,
         metrics,
         signal: endpoint,
-        serve_metrics: settings.metrics,
+        metrics_public: settings.metrics == MetricsAt::Public,
         quotas: (
             settings.blobs.total_quota,
             settings.dht.store.total_bytes as u64,
         ),
     });
+    for b in unresolved {
+        tokio::spawn(retry_bootstrap(node.clone(), b, stop_rx.clone()));
+    }
     let NodeEvents {
         messages,
         recovery,
@@ -372,30 +461,45 @@ pub(crate) async fn run(settings: Settings) -> Result<(), Error> {
     });
     tokio::spawn(poll_loop(Arc::clone(&shared), pin_policy));
 
-    let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = Vec::new();
+    let route = |f: fn(Arc<Shared>, Request<hyper::body::Incoming>) -> BoxedResp| -> http::Handler {
+        let s = Arc::clone(&shared);
+        Arc::new(move |req| f(Arc::clone(&s), req))
+    };
     if let Some(listener) = public {
         tracing::info!(address = %address, listen = %listener.local_addr()?, "public endpoint");
-        let s = Arc::clone(&shared);
         servers.push(tokio::spawn(http::serve(
             listener,
-            Arc::new(move |req| {
-                let s = Arc::clone(&s);
-                Box::pin(async move { public_route(&s, req).await })
-            }),
+            route(|s, req| Box::pin(async move { public_route(&s, req).await })),
+            http::ServeLimits {
+                connections: 512,
+                request_timeout: Some(Duration::from_secs(30)),
+            },
             stop_rx.clone(),
         )));
     } else {
         tracing::info!("no public listener: reachable through other peers only");
     }
-    tracing::info!(%control_addr, "control endpoint");
-    let s = Arc::clone(&shared);
+    if let Some(listener) = metrics_listener {
+        tracing::info!(listen = %listener.local_addr()?, "metrics endpoint");
+        servers.push(tokio::spawn(http::serve(
+            listener,
+            route(|s, req| Box::pin(async move { metrics_route(&s, &req) })),
+            http::ServeLimits {
+                connections: 16,
+                request_timeout: Some(Duration::from_secs(30)),
+            },
+            stop_rx.clone(),
+        )));
+    }
+    tracing::info!(socket = %socket.display(), "control socket");
     servers.push(tokio::spawn(http::serve(
         control,
-        Arc::new(move |req| {
-            let s = Arc::clone(&s);
-            Box::pin(async move { crate::control::route(&s, req).await })
-        }),
+        route(|s, req| Box::pin(async move { crate::control::route(&s, req).await })),
+        http::ServeLimits {
+            connections: 64,
+            request_timeout: None,
+        },
         stop_rx,
     )));
     println!("meshd running: peer {}", identity.peer_id());
@@ -408,29 +512,52 @@ pub(crate) async fn run(settings: Settings) -> Result<(), Error> {
     }
 
     wait_for_stop(&shared).await;
+    tokio::spawn(async {
+        // A second signal: the operator does not want to wait.
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::warn!("second interrupt: exiting now");
+        std::process::exit(130);
+    });
     tracing::info!("stopping");
     shared.stopping.store(true, Ordering::SeqCst);
     let _ = stop_tx.send(true);
-    let graceful = async {
-        for s in servers {
-            let _ = s.await;
+    let mut clean = true;
+    for s in servers {
+        let abort = s.abort_handle();
+        if tokio::time::timeout(DRAIN, s).await.is_err() {
+            abort.abort();
+            tracing::warn!("requests still open after {DRAIN:?}: cut");
         }
-        node.shutdown().await;
-    };
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful)
+    }
+    if tokio::time::timeout(NODE_SHUTDOWN, node.shutdown())
         .await
         .is_err()
     {
-        tracing::warn!("graceful shutdown took over {SHUTDOWN_GRACE:?}");
+        tracing::error!("the node's drivers did not stop within {NODE_SHUTDOWN:?}");
+        clean = false;
     }
     shared.metrics.shutdown();
-    let _ = std::fs::remove_file(&control_file);
-    // The drivers end asynchronously after shutdown: give them a moment to drop the store
-    // (redb closes the file when its last handle goes).
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    tracing::info!("stopped");
-    Ok(())
+    let _ = std::fs::remove_file(&socket);
+    match tokio::time::timeout(STORE_CLOSE, store.close()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "closing the store");
+            clean = false;
+        }
+        Err(_) => {
+            tracing::error!("the store did not close within {STORE_CLOSE:?}");
+            clean = false;
+        }
+    }
+    if clean {
+        tracing::info!("stopped");
+        Ok(())
+    } else {
+        Err("stopped, but not cleanly (see the log)".into())
+    }
 }
+
+type BoxedResp = std::pin::Pin<Box<dyn std::future::Future<Output = Resp> + Send>>;
 
 async fn wait_for_stop(shared: &Shared) {
     #[cfg(unix)]
@@ -500,7 +627,8 @@ fn log_recovery(shared: &Shared, line: String) {
     }
 }
 
-/// Keeps approvals waiting for the user, the recovery log, and saves recovered keys.
+/// Keeps the codes of approvals waiting for the user, the recovery log, and saves recovered
+/// keys.
 async fn recovery_loop(shared: Arc<Shared>, mut rx: tokio::sync::mpsc::Receiver<RecoveryEvent>) {
     while let Some(event) = rx.recv().await {
         match &event {
@@ -510,14 +638,21 @@ async fn recovery_loop(shared: Arc<Shared>, mut rx: tokio::sync::mpsc::Receiver<
                 requester,
                 code,
             } => {
-                lock(&shared.approvals).insert(
-                    *request_id,
-                    Approval {
-                        owner: *owner,
-                        requester: *requester,
-                        code: code.clone(),
-                    },
-                );
+                let crowded = {
+                    let mut codes = lock(&shared.approvals);
+                    codes.insert(
+                        *request_id,
+                        Approval {
+                            owner: *owner,
+                            requester: *requester,
+                            code: code.clone(),
+                        },
+                    );
+                    codes.len() > MAX_CODES
+                };
+                if crowded {
+                    prune_codes(&shared).await;
+                }
                 log_recovery(
                     &shared,
                     format!(
@@ -543,12 +678,30 @@ async fn recovery_loop(shared: Arc<Shared>, mut rx: tokio::sync::mpsc::Receiver<
     }
 }
 
+/// Forgets the codes of requests the recovery core no longer holds (answered, expired,
+/// replaced by a newer request of the same device), and returns those it holds.
+pub(crate) async fn prune_codes(shared: &Shared) -> Vec<(Hash256, Approval)> {
+    let Ok(pending) = shared.node.recovery.pending_requests().await else {
+        return Vec::new();
+    };
+    let mut codes = lock(&shared.approvals);
+    let held: HashMap<Hash256, Approval> = pending
+        .iter()
+        .filter_map(|(id, _, _)| codes.get(id).map(|a| (*id, a.clone())))
+        .collect();
+    codes.clone_from(&held);
+    held.into_iter().collect()
+}
+
 async fn save_recovered(shared: &Shared, owner: PeerId) -> Result<PathBuf, Error> {
     let key = shared.node.recovery.take_recovered(owner).await?;
     let dir = shared.data_dir.join("recovered");
     std::fs::create_dir_all(&dir)?;
     let path = dir.join(format!("{owner}.key"));
-    write_private(&path, key.seed().as_slice())?;
+    write_private(
+        &path,
+        &seal_seed(key.seed().as_slice(), shared.passphrase.as_deref())?,
+    )?;
     lock(&shared.recovered).push((owner, path.clone()));
     Ok(path)
 }
@@ -556,6 +709,7 @@ async fn save_recovered(shared: &Shared, owner: PeerId) -> Result<PathBuf, Error
 /// Polls counters for `/metrics`, makes new links gossip neighbours, reports pin expiry.
 async fn poll_loop(shared: Arc<Shared>, pins: Option<PinPolicy>) {
     let mut neighbours = std::collections::HashSet::new();
+    let mut pins_reported = Instant::now();
     loop {
         if shared.stopping.load(Ordering::SeqCst) {
             return;
@@ -574,12 +728,14 @@ async fn poll_loop(shared: Arc<Shared>, pins: Option<PinPolicy>) {
         let mut snap = Snapshot {
             links: connected.len() as u64,
             uptime_s: shared.started.elapsed().as_secs_f64(),
-            pending_approvals: lock(&shared.approvals).len() as u64,
             blob_requests: node.blobs.requests_in_flight() as u64,
             blob_quota: shared.quotas.0,
             dht_quota: shared.quotas.1,
             ..Snapshot::default()
         };
+        if let Ok(p) = node.recovery.pending_requests().await {
+            snap.pending_approvals = p.len() as u64;
+        }
         if let Ok(s) = node.messenger.stats().await {
             snap.sent_direct = s.sent_direct;
             snap.sent_mesh = s.sent_mesh;
@@ -592,8 +748,11 @@ async fn poll_loop(shared: Arc<Shared>, pins: Option<PinPolicy>) {
             snap.dht_contacts = s.contacts as u64;
         }
         shared.metrics.update(snap);
-        if let Some(p) = &pins {
+        if let Some(p) = &pins
+            && pins_reported.elapsed() >= PIN_REPORT
+        {
             p.report_expiry(TokioRuntime::current().unix_time());
+            pins_reported = Instant::now();
         }
         tokio::time::sleep(POLL).await;
     }
@@ -616,31 +775,41 @@ fn health(shared: &Shared) -> Resp {
     http::json(status, &body)
 }
 
+fn metrics_route(shared: &Shared, req: &Request<hyper::body::Incoming>) -> Resp {
+    if req.method() != Method::GET || req.uri().path() != "/metrics" {
+        return http::text(StatusCode::NOT_FOUND, "not found");
+    }
+    match shared.metrics.render() {
+        Ok(text) => {
+            let mut r = Response::new(http::full(text));
+            r.headers_mut().insert(
+                "content-type",
+                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            r
+        }
+        Err(e) => http::text(StatusCode::INTERNAL_SERVER_ERROR, &e),
+    }
+}
+
 async fn public_route(shared: &Shared, req: Request<hyper::body::Incoming>) -> Resp {
     let path = req.uri().path().to_string();
     match (req.method(), path.as_str()) {
         (_, SIGNAL_PATH) => match &shared.signal {
-            Some(e) if !shared.stopping.load(Ordering::SeqCst) => e.handle(req).await,
+            Some(e) if !shared.stopping.load(Ordering::SeqCst) => e
+                .handle(req)
+                .await
+                .map(|b| b.map_err(|never| match never {}).boxed_unsync()),
             _ => http::text(StatusCode::SERVICE_UNAVAILABLE, "not accepting connections"),
         },
         (&Method::GET, http::ID_PATH) => {
             http::text(StatusCode::OK, &shared.node.peer_id().to_string())
         }
         (&Method::GET, "/health") => health(shared),
-        (&Method::GET, "/metrics") if shared.serve_metrics => match shared.metrics.render() {
-            Ok(text) => {
-                let mut r = Response::new(Full::new(Bytes::from(text)));
-                r.headers_mut().insert(
-                    "content-type",
-                    hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
-                );
-                r
-            }
-            Err(e) => http::text(StatusCode::INTERNAL_SERVER_ERROR, &e),
-        },
+        (&Method::GET, "/metrics") if shared.metrics_public => metrics_route(shared, &req),
         (&Method::GET, "/mesh/v1/pin-set") => match &shared.pin_set {
             Some(doc) => {
-                let mut r = Response::new(Full::new(Bytes::from(doc.clone())));
+                let mut r = Response::new(http::full(doc.clone()));
                 r.headers_mut().insert(
                     "access-control-allow-origin",
                     hyper::header::HeaderValue::from_static("*"),
@@ -653,17 +822,7 @@ async fn public_route(shared: &Shared, req: Request<hyper::body::Incoming>) -> R
     }
 }
 
-/// The control listener's address and token, as a running node wrote them.
-pub(crate) fn read_control(data_dir: &Path) -> Result<(SocketAddr, String), Error> {
-    let path = data_dir.join(CONTROL_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        format!(
-            "{}: {e} (is `meshd run` running with this data dir?)",
-            path.display()
-        )
-    })?;
-    let mut lines = text.lines();
-    let addr = lines.next().ok_or("empty control file")?.parse()?;
-    let token = lines.next().ok_or("no token in control file")?.to_string();
-    Ok((addr, token))
+/// The running node's control socket in `data_dir`.
+pub(crate) fn control_socket(data_dir: &Path) -> PathBuf {
+    data_dir.join(CONTROL_SOCKET)
 }

@@ -6,7 +6,7 @@
 //! Topology: `relay` has a public endpoint; `alice` and `carol` have none (like phones behind
 //! NAT): each links to the relay only, so whatever goes between them crosses the relay.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::too_many_lines)]
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -64,11 +64,10 @@ fn ok(dir: &Path, args: &[&str]) -> String {
 
 fn start(dir: &Path, listen: &str, bootstrap: Option<&str>) -> Daemon {
     std::fs::create_dir_all(dir).unwrap();
-    let _ = std::fs::remove_file(dir.join("control"));
     let mut cmd = Command::new(BIN);
     cmd.arg("--data-dir")
         .arg(dir)
-        .args(["run", "--listen", listen, "--control", "127.0.0.1:0"])
+        .args(["run", "--listen", listen])
         .env("MESHD_LOG", "info")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("log.txt")).unwrap());
@@ -81,7 +80,7 @@ fn start(dir: &Path, listen: &str, bootstrap: Option<&str>) -> Daemon {
         child: Some(child),
     };
     wait_for(&format!("{} to start", dir.display()), || {
-        dir.join("control").exists()
+        meshd(dir, &["status"]).status.success()
     });
     d
 }
@@ -101,8 +100,8 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(50));
         }
         assert!(
-            !self.dir.join("control").exists(),
-            "the control file outlived the node"
+            !self.dir.join("control.sock").exists(),
+            "the control socket outlived the node"
         );
     }
 
@@ -271,6 +270,19 @@ fn a_mesh_of_meshd_processes() {
     );
     assert!(!carol.linked_to(&a_id), "carol linked to alice directly");
 
+    // Invites: the relay's names its endpoint, so Carol links to it; Alice has no public
+    // address, so hers names the relay to join through, and Alice stays reachable through the
+    // mesh only.
+    let link = ok(&r_dir, &["invite", "create", "--name", "relay"]);
+    let out = ok(&c_dir, &["invite", "accept", link.trim()]);
+    assert!(out.contains("linked to the inviter"), "{out}");
+    let link = ok(&a_dir, &["invite", "create", "--name", "alice"]);
+    let out = ok(&c_dir, &["invite", "accept", link.trim()]);
+    assert!(out.contains(&format!("peer {a_id}")), "{out}");
+    assert!(out.contains("joined the mesh"), "{out}");
+    let bad = meshd(&c_dir, &["invite", "accept", "mesh://invite/AAAA"]);
+    assert!(!bad.status.success());
+
     // DHT: a record Alice signs is stored at the relay and Carol finds it, verified.
     let out = ok(&a_dir, &["dht", "put", "profile", "alice in wonderland"]);
     assert!(out.contains("stored by"), "{out}");
@@ -357,9 +369,12 @@ fn bad_configuration_is_refused_with_a_reason() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field"));
     std::fs::write(dir.join("meshd.toml"), "").unwrap();
-    let out = meshd(dir, &["run", "--control", "0.0.0.0:0"]);
+    let out = meshd(dir, &["run", "--metrics", "everywhere"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("public, off or host:port"));
+    let out = meshd(dir, &["run", "--bootstrap", "https://example.org"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("plain http://"));
     let out = meshd(dir, &["status"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("is `meshd run` running"));

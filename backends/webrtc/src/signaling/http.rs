@@ -164,8 +164,14 @@ mod native {
     async fn accept_loop(listener: tokio::net::TcpListener, offers: mpsc::Sender<IncomingOffer>) {
         let offers = Arc::new(offers);
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
+            let (stream, _) = match listener.accept().await {
+                Ok(s) => s,
+                Err(e) => {
+                    // Out of file descriptors, mostly: wait instead of spinning.
+                    tracing::warn!(error = %e, "signaling accept");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
             };
             let offers = offers.clone();
             tokio::spawn(async move {
