@@ -8,6 +8,7 @@
 mod blob;
 mod crypto;
 mod dht;
+mod latency;
 mod storage;
 mod timing;
 mod transport;
@@ -15,6 +16,7 @@ mod transport;
 use std::process::ExitCode;
 use std::time::Duration;
 
+#[allow(clippy::too_many_lines)] // one arm per suite
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(suite) = args.first() else {
@@ -99,8 +101,14 @@ fn main() -> ExitCode {
             );
             report.ours
         }
+        "latency" => match latency_suite(quick, &mut extra) {
+            Some(rows) => rows,
+            None => return ExitCode::FAILURE,
+        },
         other => {
-            eprintln!("unknown suite {other}; known: blob, crypto, dht, storage, transport");
+            eprintln!(
+                "unknown suite {other}; known: blob, crypto, dht, latency, storage, transport"
+            );
             return ExitCode::from(2);
         }
     };
@@ -209,6 +217,36 @@ fn blob_suite(
         serde_json::json!(report.amplification),
     );
     extra.insert("memory".into(), serde_json::json!(report.memory));
+    Some(report.ours)
+}
+
+/// The latency suite: runs it, records the baseline and the message rates in `extra`.
+fn latency_suite(
+    quick: bool,
+    extra: &mut serde_json::Map<String, serde_json::Value>,
+) -> Option<Vec<timing::Measurement>> {
+    let rt = tokio_runtime()?;
+    let report = match rt.block_on(latency::run(latency::Sizes::new(quick))) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("latency benchmark: {e}");
+            return None;
+        }
+    };
+    report_baseline(
+        extra,
+        "raw webrtc-rs data channels over the same hops (middle peers forward; no mesh link, crypto or storage)",
+        &report.baseline,
+    );
+    let rates: Vec<serde_json::Value> = report
+        .rates
+        .iter()
+        .map(|(what, ours, base)| serde_json::json!({ "what": what, "ours": ours, "baseline": base }))
+        .collect();
+    for (what, ours, base) in &report.rates {
+        println!("messages/s, {what}: ours {ours:.0}, raw {base:.0}");
+    }
+    extra.insert("rates".into(), serde_json::Value::Array(rates));
     Some(report.ours)
 }
 

@@ -46,14 +46,32 @@ pub(crate) fn run(c: &mut Ci, suite: &str, release: bool, quick: bool) -> Result
         }
         // The storage suite measures its raw-file baseline itself, in the same process.
         // So do the dht (verify-first store), storage and transport (raw webrtc-rs) suites.
-        "blob" | "dht" | "storage" | "transport" => ours["baseline"].clone(),
+        "blob" | "dht" | "latency" | "storage" | "transport" => ours["baseline"].clone(),
         other => {
             return Err(format!(
-                "unknown suite {other}; known: blob, crypto, dht, storage, transport"
+                "unknown suite {other}; known: blob, crypto, dht, latency, storage, transport"
             ));
         }
     };
     let mut table = compare(&ours, &baseline)?;
+    table.push_str(&extra_tables(&ours));
+    println!("{table}");
+    let profile = if release { "release" } else { "debug" };
+    let doc = format!(
+        "# bench {suite} ({profile}{})\n\n{table}",
+        if quick { ", quick" } else { "" }
+    );
+    std::fs::write(dir.join(format!("{suite}.md")), doc).map_err(|e| e.to_string())?;
+    let both = serde_json::json!({ "ours": ours, "baseline": baseline });
+    std::fs::write(dir.join(format!("{suite}.json")), both.to_string())
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// The suite-specific tables after the comparison: file amplification, peak memory, message
+/// rates, per-peer memory.
+fn extra_tables(ours: &Value) -> String {
+    let mut table = String::new();
     if let Some(amp) = ours["amplification"].as_array() {
         table.push_str("\n| file size after writing | logical bytes | file bytes | file / logical |\n|---|---:|---:|---:|\n");
         for a in amp {
@@ -81,6 +99,21 @@ pub(crate) fn run(c: &mut Ci, suite: &str, release: bool, quick: bool) -> Result
             );
         }
     }
+    if let Some(rates) = ours["rates"].as_array() {
+        table.push_str("\n| 1 KiB messages per second, back to back | ours | baseline | ours / baseline |\n|---|---:|---:|---:|\n");
+        for r in rates {
+            let (o, b) = (
+                r["ours"].as_f64().unwrap_or(f64::NAN),
+                r["baseline"].as_f64().unwrap_or(f64::NAN),
+            );
+            let _ = writeln!(
+                table,
+                "| {} | {o:.0} | {b:.0} | {:.2} |",
+                r["what"].as_str().unwrap_or("?"),
+                o / b
+            );
+        }
+    }
     if let Some(t) = ours.get("tracked_peers") {
         let _ = writeln!(
             table,
@@ -94,17 +127,7 @@ pub(crate) fn run(c: &mut Ci, suite: &str, release: bool, quick: bool) -> Result
                 .unwrap_or(f64::NAN)
         );
     }
-    println!("{table}");
-    let profile = if release { "release" } else { "debug" };
-    let doc = format!(
-        "# bench {suite} ({profile}{})\n\n{table}",
-        if quick { ", quick" } else { "" }
-    );
-    std::fs::write(dir.join(format!("{suite}.md")), doc).map_err(|e| e.to_string())?;
-    let both = serde_json::json!({ "ours": ours, "baseline": baseline });
-    std::fs::write(dir.join(format!("{suite}.json")), both.to_string())
-        .map_err(|e| e.to_string())?;
-    Ok(())
+    table
 }
 
 fn read_json(text: &str) -> Result<Value, String> {

@@ -27,7 +27,7 @@ const USAGE: &str =
               the Python venv with PyNaCl, the offline advisory database
   test-wasm   browser tests (wasm-bindgen-test in headless Chromium)
   interop     libsodium (PyNaCl) checks our vectors; our code opens libsodium's envelopes
-  bench       benchmark suites with same-run baselines: blob | crypto | storage | transport | dht
+  bench       benchmark suites with same-run baselines: blob | crypto | storage | transport | dht | latency
   sim dht     the DHT in the deterministic simulator: --nodes N --lookups L --records R
               --churn PERCENT --loss PER_MILLE --settle SECS --seed S (release build; prints lookup success,
               hops, messages per lookup, records found after churn, memory per node)

@@ -490,6 +490,13 @@ impl Ci {
                 )
             })
         });
+        self.step("bench smoke (latency, quick)", |c| {
+            crate::bench::run(c, "latency", false, true).map(|()| {
+                Outcome::PassedWithNote(
+                    "numbers not meaningful: debug build, 30 messages per hop count".into(),
+                )
+            })
+        });
         self.step_needing(
             "cargo deny",
             &["install cargo-deny", "advisory database"],

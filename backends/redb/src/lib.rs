@@ -53,7 +53,16 @@ impl Default for RedbOptions {
 pub struct RedbBackend {
     db: Arc<Mutex<Option<Arc<Database>>>>,
     commit: Commit,
+    /// When a commit last waited for the disk: fast batches are made durable at least this
+    /// often ([`FAST_DURABLE_EVERY`]) while writes go on.
+    last_durable: Arc<Mutex<std::time::Instant>>,
 }
+
+/// Longest time between durable commits while [`Commit::Fast`] batches are written: what a
+/// crash may lose of them while writes go on. After the last write, fast batches are only in
+/// this process's memory until the next durable commit, `sync` or `close` (the gossip driver
+/// syncs a second after its last fast write).
+pub const FAST_DURABLE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn err(e: impl std::fmt::Display) -> KvError {
     KvError::Backend {
@@ -128,6 +137,7 @@ impl RedbBackend {
         Ok(Self {
             db: Arc::new(Mutex::new(Some(Arc::new(db)))),
             commit: options.commit,
+            last_durable: Arc::new(Mutex::new(std::time::Instant::now())),
         })
     }
 
@@ -216,7 +226,30 @@ impl KvBackend for RedbBackend {
     }
 
     async fn apply(&self, ops: Vec<RawOp>) -> Result<(), KvError> {
-        let commit = self.commit;
+        self.apply_with(ops, Commit::Durable).await
+    }
+
+    /// A [`Commit::Fast`] batch (or any batch of a backend opened with [`Commit::Fast`]) is
+    /// committed with redb's `Durability::None`: no fsync; it reaches the disk with the next
+    /// durable commit, or when the store is closed.
+    async fn apply_with(&self, ops: Vec<RawOp>, commit: Commit) -> Result<(), KvError> {
+        let commit = if self.commit == Commit::Fast {
+            Commit::Fast
+        } else if commit == Commit::Fast {
+            // Durable now and then, so that fast batches do not pile up undurable.
+            let mut last = self.last_durable.lock().map_err(err)?;
+            if last.elapsed() >= FAST_DURABLE_EVERY {
+                *last = std::time::Instant::now();
+                Commit::Durable
+            } else {
+                Commit::Fast
+            }
+        } else {
+            if let Ok(mut last) = self.last_durable.lock() {
+                *last = std::time::Instant::now();
+            }
+            Commit::Durable
+        };
         self.blocking(move |db| {
             let mut tx = db.begin_write().map_err(err)?;
             if commit == Commit::Fast {
@@ -257,16 +290,29 @@ impl KvBackend for RedbBackend {
     }
 
     async fn close(&self) -> Result<(), KvError> {
-        // Make the last commits durable, then release the file (and its lock).
-        if self.commit == Commit::Fast {
-            self.blocking(|db| {
-                let tx = db.begin_write().map_err(err)?;
-                tx.commit().map_err(err)
-            })
-            .await?;
+        // Make the last commits durable (fast batches may have been written), then release
+        // the file (and its lock) whatever that commit did.
+        let Some(db) = self.db.lock().map_err(err)?.take() else {
+            return Ok(());
+        };
+        tokio::task::spawn_blocking(move || {
+            let tx = db.begin_write().map_err(err)?;
+            tx.commit().map_err(err)
+        })
+        .await
+        .map_err(err)?
+    }
+
+    async fn sync(&self) -> Result<(), KvError> {
+        // An empty durable commit persists every non-durable one before it.
+        if let Ok(mut last) = self.last_durable.lock() {
+            *last = std::time::Instant::now();
         }
-        self.db.lock().map_err(err)?.take();
-        Ok(())
+        self.blocking(|db| {
+            let tx = db.begin_write().map_err(err)?;
+            tx.commit().map_err(err)
+        })
+        .await
     }
 }
 

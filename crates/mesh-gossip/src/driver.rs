@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mesh_crypto::{PeerId, UnixMillis};
-use mesh_platform::kv::{Batch, KvError, KvStore, read_table};
+use mesh_platform::kv::{Batch, Commit, KvError, KvStore, read_table};
 use mesh_platform::runtime::Runtime;
 use mesh_transport::pool::{Incoming, Pool};
 use mesh_transport::{Frame as LinkFrame, ProtocolId, Transport};
@@ -347,6 +347,9 @@ pub async fn save_changes(
 ) -> Result<(), KvError> {
     for chunk in changes.chunks(1000) {
         let mut batch = Batch::new();
+        // A cache: what a crash loses, neighbours supply again by pull. Not waiting for the
+        // disk on every message is what keeps relaying fast (see `Batch::set_commit`).
+        batch.set_commit(Commit::Fast);
         for c in chunk {
             match c {
                 Change::Put {
@@ -424,6 +427,7 @@ where
         backlog: std::collections::VecDeque::new(),
         sends: Arc::new(tokio::sync::Semaphore::new(MAX_SENDS_IN_FLIGHT)),
         unsaved: Vec::new(),
+        unsynced_since: None,
     };
     runtime.spawn(Box::pin(driver.run(incoming, commands)));
     Ok((GossipHandle { tx }, delivered))
@@ -441,7 +445,12 @@ struct Driver<T: Transport, R: Runtime> {
     backlog: std::collections::VecDeque<Delivered>,
     sends: Arc<tokio::sync::Semaphore>,
     unsaved: Vec<Change>,
+    /// When the first cache write not yet made durable happened (they are fast batches).
+    unsynced_since: Option<Duration>,
 }
+
+/// How long fast cache writes may wait before the driver makes them durable.
+const SYNC_AFTER: Duration = Duration::from_secs(1);
 
 impl<T: Transport + 'static, R: Runtime> Driver<T, R> {
     async fn run(
@@ -452,7 +461,10 @@ impl<T: Transport + 'static, R: Runtime> Driver<T, R> {
         loop {
             self.flush().await;
             let (unix, now) = (self.runtime.unix_time(), self.runtime.monotonic());
-            let next = self.gossip.next_deadline().min(now + MAX_SLEEP);
+            let mut next = self.gossip.next_deadline().min(now + MAX_SLEEP);
+            if let Some(since) = self.unsynced_since {
+                next = next.min(since + SYNC_AFTER);
+            }
             let deliver = self.deliver.clone();
             let waiting = !self.backlog.is_empty();
             tokio::select! {
@@ -481,6 +493,8 @@ impl<T: Transport + 'static, R: Runtime> Driver<T, R> {
                             });
                         }
                         Command::Shutdown(done) => {
+                            self.flush().await;
+                            self.sync().await;
                             let _ = done.send(());
                             return;
                         }
@@ -496,6 +510,22 @@ impl<T: Transport + 'static, R: Runtime> Driver<T, R> {
             if now >= self.gossip.next_deadline() {
                 self.gossip.tick(self.runtime.unix_time(), now);
             }
+            if self
+                .unsynced_since
+                .is_some_and(|since| now >= since + SYNC_AFTER)
+            {
+                self.sync().await;
+            }
+        }
+    }
+
+    /// Makes the cache writes so far durable (they are written as fast batches).
+    async fn sync(&mut self) {
+        if self.unsynced_since.take().is_some()
+            && let Some(store) = &self.store
+            && let Err(e) = store.sync().await
+        {
+            tracing::warn!(error = %e, "making the gossip cache durable failed");
         }
     }
 
@@ -559,6 +589,8 @@ impl<T: Transport + 'static, R: Runtime> Driver<T, R> {
             if let Err(e) = save_changes(store.as_ref(), &changes, unix, now).await {
                 tracing::warn!(error = %e, "saving the gossip cache failed");
                 self.unsaved = changes;
+            } else if !changes.is_empty() {
+                self.unsynced_since.get_or_insert(now);
             }
         }
     }

@@ -11,5 +11,7 @@
 pub mod messaging;
 pub mod node;
 
-pub use messaging::{Message, MessagingError, MessagingEvent, MessagingStats, Messenger};
+pub use messaging::{
+    Message, MessagingConfig, MessagingError, MessagingEvent, MessagingStats, Messenger,
+};
 pub use node::{Node, NodeConfig, NodeError, NodeEvents};

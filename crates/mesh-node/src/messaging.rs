@@ -144,6 +144,24 @@ pub struct MessagingStats {
     pub receipts_skipped: u64,
 }
 
+/// Messaging's per-peer limits (the defaults are the constants of this module).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessagingConfig {
+    /// Direct messages one peer may send per minute (more are dropped).
+    pub direct_per_minute: u32,
+    /// Receipts this node sends to one peer per minute at most.
+    pub receipts_per_minute: u32,
+}
+
+impl Default for MessagingConfig {
+    fn default() -> Self {
+        Self {
+            direct_per_minute: DIRECT_PER_MINUTE,
+            receipts_per_minute: RECEIPTS_PER_MINUTE,
+        }
+    }
+}
+
 enum Command {
     Send(
         PeerId,
@@ -217,14 +235,15 @@ impl Messenger {
 
 /// Starts messaging for `identity` over `pool` and the node's gossip (its handle, and the
 /// channel of messages it delivers, which the messenger reads: messages of other topics are
-/// passed on in the third channel returned). Returns the handle, the events, and the other
-/// gossip messages.
+/// passed on in the third channel returned), with `config`'s limits. Returns the handle, the
+/// events, and the other gossip messages.
 pub fn start<T: Transport + 'static, R: Runtime>(
     identity: Arc<Identity>,
     pool: &Pool<T, R>,
     runtime: &R,
     gossip: GossipHandle,
     deliveries: mpsc::Receiver<Delivered>,
+    config: MessagingConfig,
 ) -> (
     Messenger,
     mpsc::Receiver<MessagingEvent>,
@@ -247,8 +266,8 @@ pub fn start<T: Transport + 'static, R: Runtime>(
         outstanding: HashMap::new(),
         outstanding_order: VecDeque::new(),
         held: 0,
-        limiter: KeyedLimiter::per_minute(DIRECT_PER_MINUTE),
-        receipts: KeyedLimiter::per_minute(RECEIPTS_PER_MINUTE),
+        limiter: KeyedLimiter::per_minute(config.direct_per_minute),
+        receipts: KeyedLimiter::per_minute(config.receipts_per_minute),
         sends: Arc::clone(&sends),
         stats: MessagingStats::default(),
         last_reclaim: Duration::ZERO,

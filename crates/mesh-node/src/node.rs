@@ -76,6 +76,8 @@ pub struct NodeConfig {
     pub transfer: TransferConfig,
     /// Social recovery's policy.
     pub recovery: RecoveryConfig,
+    /// Messaging's per-peer limits.
+    pub messaging: crate::messaging::MessagingConfig,
 }
 
 /// What a node reports, one channel per kind.
@@ -202,6 +204,7 @@ impl<T: Transport + 'static, R: Runtime> Node<T, R> {
             &runtime,
             gossip.clone(),
             deliveries,
+            config.messaging,
         );
         Ok((
             Self {

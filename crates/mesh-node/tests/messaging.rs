@@ -17,7 +17,7 @@ use std::time::Duration;
 use mesh_crypto::{Identity, PeerId, envelope};
 use mesh_gossip::driver::{DriverOptions, GossipHandle};
 use mesh_node::messaging::{MAX_BODY_LEN, MESSAGE_CONTEXT, MESSAGE_VERSION, start};
-use mesh_node::{MessagingError, MessagingEvent, Messenger};
+use mesh_node::{MessagingConfig, MessagingError, MessagingEvent, Messenger};
 use mesh_platform::runtime::TokioRuntime;
 use mesh_transport::memory::{LinkConfig, MemoryNetwork, MemoryTransport};
 use mesh_transport::pool::Pool;
@@ -38,7 +38,13 @@ struct Node {
 }
 
 async fn node(net: &Net, address: &str) -> Node {
-    node_with(net, address, Arc::new(Identity::generate())).await
+    node_with(
+        net,
+        address,
+        Arc::new(Identity::generate()),
+        MessagingConfig::default(),
+    )
+    .await
 }
 
 impl Node {
@@ -123,7 +129,7 @@ async fn messages_go_direct_or_through_the_mesh_and_come_back_as_receipts() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut d = node_with(&net, "d", d_id).await;
+    let mut d = node_with(&net, "d", d_id, MessagingConfig::default()).await;
     link(&c, &d).await;
     let MessagingEvent::Message(m) = d.next().await else {
         panic!()
@@ -138,7 +144,7 @@ async fn messages_go_direct_or_through_the_mesh_and_come_back_as_receipts() {
     ));
 }
 
-async fn node_with(net: &Net, address: &str, id: Arc<Identity>) -> Node {
+async fn node_with(net: &Net, address: &str, id: Arc<Identity>, config: MessagingConfig) -> Node {
     let rt = TokioRuntime::current();
     let pool = Pool::new(
         net.transport(Arc::clone(&id), address).unwrap(),
@@ -155,8 +161,14 @@ async fn node_with(net: &Net, address: &str, id: Arc<Identity>) -> Node {
     )
     .await
     .unwrap();
-    let (messenger, events, _other) =
-        start(Arc::clone(&id), &pool, &rt, gossip.clone(), deliveries);
+    let (messenger, events, _other) = start(
+        Arc::clone(&id),
+        &pool,
+        &rt,
+        gossip.clone(),
+        deliveries,
+        config,
+    );
     Node {
         id,
         address: address.to_string(),
@@ -165,6 +177,26 @@ async fn node_with(net: &Net, address: &str, id: Arc<Identity>) -> Node {
         messenger,
         events,
     }
+}
+
+#[tokio::test]
+async fn the_direct_limit_is_configurable() {
+    let net = MemoryNetwork::new(TokioRuntime::current(), LinkConfig::default());
+    let config = MessagingConfig {
+        direct_per_minute: 20,
+        ..MessagingConfig::default()
+    };
+    let b = node_with(&net, "b", Arc::new(Identity::generate()), config).await;
+    let a = node(&net, "a").await;
+    link(&a, &b).await;
+    for i in 0..60u32 {
+        a.messenger.send(b.peer(), &i.to_le_bytes()).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let s = b.messenger.stats().await.unwrap();
+    // 20 at once, refilling at one every 3 s: the rest of the burst is refused.
+    assert!((20..=22).contains(&s.received), "{s:?}");
+    assert!(s.refused >= 38, "{s:?}");
 }
 
 #[tokio::test]

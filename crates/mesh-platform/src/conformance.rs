@@ -22,7 +22,7 @@ use std::ops::Bound::{Excluded as E, Included as I, Unbounded as U};
 use async_trait::async_trait;
 
 use crate::kv::{
-    Batch, Direction, KeyRange, KvError, KvStore, MAX_KEY_LEN, MAX_VALUE_LEN, Migration,
+    Batch, Commit, Direction, KeyRange, KvError, KvStore, MAX_KEY_LEN, MAX_VALUE_LEN, Migration,
     MigrationStep, Schema, TableStats,
 };
 
@@ -710,6 +710,45 @@ impl std::future::Future for YieldOnce {
     }
 }
 
+/// Fast batches (`Commit::Fast`) are as atomic and as visible as durable ones, mixed in any
+/// order, and what they wrote is there after a clean close and reopen.
+pub async fn fast_commits<F: StoreFactory>(f: &F) {
+    {
+        let s = f.open("fast", &SCHEMA_V1).await.unwrap();
+        for i in 0u32..50 {
+            let mut b = Batch::new();
+            b.put("items", i.to_be_bytes(), i.to_le_bytes()).put(
+                "other",
+                i.to_be_bytes(),
+                b"x".to_vec(),
+            );
+            if i % 3 != 0 {
+                b.set_commit(Commit::Fast);
+            }
+            assert_eq!(b.commit() == Commit::Fast, i % 3 != 0);
+            s.apply(b).await.unwrap();
+            assert_eq!(
+                s.get("items", &i.to_be_bytes()).await.unwrap(),
+                Some(i.to_le_bytes().to_vec())
+            );
+        }
+        // A fast batch with a bad op applies nothing.
+        let mut bad = Batch::new();
+        bad.put("items", 99u32.to_be_bytes(), b"y".to_vec())
+            .put("nope", b"k".to_vec(), b"v".to_vec())
+            .set_commit(Commit::Fast);
+        assert!(s.apply(bad).await.is_err());
+        assert_eq!(s.get("items", &99u32.to_be_bytes()).await.unwrap(), None);
+        s.sync().await.unwrap();
+        s.close().await.unwrap();
+        assert_eq!(s.sync().await, Err(KvError::Closed));
+    }
+    let s = f.open("fast", &SCHEMA_V1).await.unwrap();
+    assert_eq!(s.stats("items").await.unwrap().entries, 50);
+    assert_eq!(s.stats("other").await.unwrap().entries, 50);
+    s.close().await.unwrap();
+}
+
 /// Expands to one test per conformance case, with the given test attribute.
 #[macro_export]
 macro_rules! kv_conformance_tests {
@@ -717,7 +756,7 @@ macro_rules! kv_conformance_tests {
         $crate::kv_conformance_tests!(@cases #[$attr] $factory;
             ordering, range_bounds, batch_atomicity, large_values, empty_keys_and_values,
             unknown_tables, reopen_persists, schema_versions, concurrent_readers, stats_accounting,
-            migration_rekeys_without_loss, cancelled_write_keeps_stats_exact);
+            migration_rekeys_without_loss, cancelled_write_keeps_stats_exact, fast_commits);
     };
     (@cases #[$attr:meta] $factory:expr; $($case:ident),*) => {
         $(

@@ -189,6 +189,7 @@ pub enum BatchOp {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Batch {
     ops: Vec<BatchOp>,
+    commit: Commit,
 }
 
 impl Batch {
@@ -234,6 +235,21 @@ impl Batch {
     /// The operations, in order.
     pub fn ops(&self) -> &[BatchOp] {
         &self.ops
+    }
+
+    /// How this batch is committed: [`Commit::Fast`] lets a backend skip waiting for the disk
+    /// (redb commits it without fsync; the next durable commit, or closing the store, makes
+    /// it durable). A fast batch is still atomic, and what the store reads is always a whole
+    /// batch; only the last fast batches may be lost on a crash. For data a peer can supply
+    /// again, such as a gossip cache. Backends without the distinction commit durably.
+    pub fn set_commit(&mut self, commit: Commit) -> &mut Self {
+        self.commit = commit;
+        self
+    }
+
+    /// See [`Batch::set_commit`].
+    pub fn commit(&self) -> Commit {
+        self.commit
     }
 }
 
@@ -390,6 +406,12 @@ pub trait KvStore: MaybeSend + MaybeSync {
     /// [`KvError::Closed`].
     async fn close(&self) -> Result<(), KvError>;
 
+    /// Makes every batch applied so far durable, [`Commit::Fast`] ones included. Default:
+    /// nothing to do (every batch was durable).
+    async fn sync(&self) -> Result<(), KvError> {
+        Ok(())
+    }
+
     /// Puts one entry.
     async fn put(&self, table: &'static str, key: &[u8], value: &[u8]) -> Result<(), KvError> {
         let mut b = Batch::new();
@@ -507,6 +529,13 @@ pub trait KvBackend: MaybeSend + MaybeSync + 'static {
     /// Applies all operations atomically and durably, in order.
     async fn apply(&self, ops: Vec<RawOp>) -> Result<(), KvError>;
 
+    /// [`KvBackend::apply`], committed as `commit` says (see [`Batch::set_commit`]). The
+    /// default commits durably whatever `commit` is.
+    async fn apply_with(&self, ops: Vec<RawOp>, commit: Commit) -> Result<(), KvError> {
+        let _ = commit;
+        self.apply(ops).await
+    }
+
     /// Lengths of the values under `keys` (`None`: absent), for size accounting before a
     /// write. The default calls [`KvBackend::get`] per key; backends override it to read all
     /// keys in one transaction.
@@ -528,6 +557,12 @@ pub trait KvBackend: MaybeSend + MaybeSync + 'static {
 
     /// Releases the backend's resources. Default: nothing to do.
     async fn close(&self) -> Result<(), KvError> {
+        Ok(())
+    }
+
+    /// Makes every batch applied so far durable (see [`Batch::set_commit`]). Default:
+    /// nothing to do.
+    async fn sync(&self) -> Result<(), KvError> {
         Ok(())
     }
 }
@@ -968,6 +1003,7 @@ impl<B: KvBackend> KvStore for Store<B> {
 
     async fn apply(&self, batch: Batch) -> Result<(), KvError> {
         self.check_open()?;
+        let commit = batch.commit();
         if batch.len() > MAX_BATCH_OPS {
             return Err(KvError::BatchTooLarge {
                 len: batch.len(),
@@ -1049,7 +1085,7 @@ impl<B: KvBackend> KvStore for Store<B> {
         // If this future is dropped or the backend fails mid-commit, the batch may or may not
         // be on disk: mark the copy dirty until the outcome is known.
         state.dirty = true;
-        self.backend.apply(ops).await?;
+        self.backend.apply_with(ops, commit).await?;
         state.stats = new_stats;
         state.dirty = false;
         Ok(())
@@ -1078,6 +1114,12 @@ impl<B: KvBackend> KvStore for Store<B> {
             return Ok(());
         }
         self.backend.close().await
+    }
+
+    async fn sync(&self) -> Result<(), KvError> {
+        self.check_open()?;
+        let _guard = self.writer.lock().await;
+        self.backend.sync().await
     }
 }
 

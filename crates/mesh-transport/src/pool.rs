@@ -66,6 +66,37 @@ struct Inner<T: Transport, R: Runtime> {
     dropped: AtomicU64,
 }
 
+/// Runs its closure when dropped.
+struct ReleaseGate<F: FnOnce()>(Option<F>);
+
+impl<F: FnOnce()> Drop for ReleaseGate<F> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
+}
+
+/// A [`Pool`] handle that does not keep it alive ([`Pool::downgrade`]).
+pub struct WeakPool<T: Transport, R: Runtime> {
+    inner: std::sync::Weak<Inner<T, R>>,
+}
+
+impl<T: Transport, R: Runtime> Clone for WeakPool<T, R> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<T: Transport, R: Runtime> WeakPool<T, R> {
+    /// The pool, if it still exists.
+    pub fn upgrade(&self) -> Option<Pool<T, R>> {
+        self.inner.upgrade().map(|inner| Pool { inner })
+    }
+}
+
 /// The connection pool. Cheap to clone (a handle).
 pub struct Pool<T: Transport, R: Runtime> {
     inner: Arc<Inner<T, R>>,
@@ -161,6 +192,27 @@ impl<T: Transport + 'static, R: Runtime> Pool<T, R> {
                 Err(_) => self.forget(&peer, serial),
             }
         }
+        self.open(peer, address).await?.send(frame).await
+    }
+
+    /// Makes sure a link to `peer` is open, dialing `address` if none is.
+    ///
+    /// # Errors
+    /// The dial's [`TransportError`].
+    pub async fn dial(&self, peer: PeerId, address: &str) -> Result<(), TransportError> {
+        if self.link(&peer).is_some() {
+            return Ok(());
+        }
+        self.open(peer, address).await.map(|_| ())
+    }
+
+    /// The link to `peer`, dialed at `address` unless one opened meanwhile; concurrent
+    /// callers share one dial.
+    async fn open(
+        &self,
+        peer: PeerId,
+        address: &str,
+    ) -> Result<Arc<T::Connection>, TransportError> {
         if address.is_empty() {
             return Err(TransportError::Unreachable(
                 "no link to the peer and no address to dial".into(),
@@ -174,20 +226,24 @@ impl<T: Transport + 'static, R: Runtime> Pool<T, R> {
                 .map_err(|_| TransportError::Closed)?;
             Arc::clone(dialing.entry(peer).or_default())
         };
-        let conn = {
-            let _turn = gate.lock().await;
-            // A dial that finished while we waited left its link.
-            if let Some((conn, _)) = self.link(&peer) {
-                conn
-            } else {
-                let dialed = self.inner.transport.dial(peer, address).await;
-                if let Ok(mut d) = self.inner.dialing.lock() {
-                    d.remove(&peer);
-                }
-                self.add(dialed?, Some(address)).await?
+        let _turn = gate.lock().await;
+        // A dial that finished while we waited left its link.
+        if let Some((conn, _)) = self.link(&peer) {
+            return Ok(conn);
+        }
+        // However this ends (done, failed, cancelled), the gate goes once the link is in,
+        // and only if it is still this dial's (a later dial may have made a new one).
+        let inner = Arc::clone(&self.inner);
+        let mine = Arc::clone(&gate);
+        let _release = ReleaseGate(Some(move || {
+            if let Ok(mut d) = inner.dialing.lock()
+                && d.get(&peer).is_some_and(|g| Arc::ptr_eq(g, &mine))
+            {
+                d.remove(&peer);
             }
-        };
-        conn.send(frame).await
+        }));
+        let dialed = self.inner.transport.dial(peer, address).await?;
+        self.add(dialed, Some(address)).await
     }
 
     /// Sends in a task of its own, abandoned after `timeout`, holding one of `permits` while
@@ -249,6 +305,20 @@ impl<T: Transport + 'static, R: Runtime> Pool<T, R> {
         for c in conns {
             let _ = c.close().await;
         }
+    }
+
+    /// A handle that does not keep the pool alive (for what the pool itself owns, through its
+    /// transport: signaling that relays over the pool's links, say).
+    pub fn downgrade(&self) -> WeakPool<T, R> {
+        WeakPool {
+            inner: Arc::downgrade(&self.inner),
+        }
+    }
+
+    /// The open link to `peer`, if any (for protocols that talk over one link, such as
+    /// signaling relayed by a neighbour).
+    pub fn connection(&self, peer: &PeerId) -> Option<Arc<T::Connection>> {
+        self.link(peer).map(|(conn, _)| conn)
     }
 
     fn link(&self, peer: &PeerId) -> Option<(Arc<T::Connection>, u64)> {

@@ -164,3 +164,52 @@ async fn concurrent_sends_share_one_dial_and_crossed_dials_settle_on_one_link() 
     assert_eq!(next(&mut bob_dht).await.payload, [22]);
     assert_eq!(next(&mut alice_dht).await.payload, [23]);
 }
+
+#[tokio::test]
+async fn dial_opens_one_link_without_a_frame_and_a_failed_dial_can_be_retried() {
+    let net = MemoryNetwork::new(TokioRuntime::current(), LinkConfig::default());
+    let (alice, bob) = (
+        Arc::new(Identity::generate()),
+        Arc::new(Identity::generate()),
+    );
+    let pa = pool(&net, &alice, "mem:alice");
+    // Bob is not there yet: the dial fails, and leaves nothing behind that blocks a retry.
+    assert!(pa.dial(bob.peer_id(), "mem:bob").await.is_err());
+    assert!(matches!(
+        pa.dial(bob.peer_id(), "").await,
+        Err(TransportError::Unreachable(_))
+    ));
+    let pb = pool(&net, &bob, "mem:bob");
+    let mut bob_dht = pb.subscribe(ProtocolId::DHT);
+    // Concurrent dials share one link; no frame reaches Bob's protocols.
+    let (a, b, c) = tokio::join!(
+        pa.dial(bob.peer_id(), "mem:bob"),
+        pa.dial(bob.peer_id(), "mem:bob"),
+        pa.dial(bob.peer_id(), "mem:bob"),
+    );
+    a.unwrap();
+    b.unwrap();
+    c.unwrap();
+    assert_eq!(pa.connected(), vec![bob.peer_id()]);
+    assert!(pa.connection(&bob.peer_id()).is_some());
+    assert!(
+        timeout(Duration::from_millis(100), bob_dht.recv())
+            .await
+            .is_err()
+    );
+    // A dial with a link open is a no-op, whatever the address.
+    pa.dial(bob.peer_id(), "").await.unwrap();
+    // A weak handle does not keep a pool alive (here one with no tasks: accepting and
+    // reading links hold the pool while they run).
+    let carol = Arc::new(Identity::generate());
+    let pc: MemPool = Pool::new(
+        net.transport(Arc::clone(&carol), "mem:carol").unwrap(),
+        TokioRuntime::current(),
+        carol.peer_id(),
+        "mem:carol",
+    );
+    let weak = pc.downgrade();
+    assert!(weak.upgrade().is_some());
+    drop(pc);
+    assert!(weak.upgrade().is_none());
+}

@@ -50,6 +50,10 @@ pub(crate) struct WebRtcSection {
     pub udp: Option<Vec<String>>,
     /// STUN/TURN servers.
     pub ice_servers: Option<Vec<String>>,
+    /// Whether WebRTC offers relayed by linked peers are taken (default true). With false, a
+    /// node without a public endpoint links only to peers it dials itself, and everything
+    /// else reaches it through the mesh.
+    pub accept_relayed: Option<bool>,
 }
 
 /// `[blobs]`.
@@ -163,6 +167,7 @@ pub(crate) struct Settings {
     pub metrics: MetricsAt,
     pub udp: Vec<String>,
     pub ice_servers: Vec<String>,
+    pub accept_relayed: bool,
     pub blobs: mesh_blob::store::BlobConfig,
     pub dht: mesh_dht::node::DhtConfig,
     pub pin_set: Option<(PathBuf, PeerId)>,
@@ -291,6 +296,7 @@ pub(crate) fn merge(
         metrics,
         udp: webrtc.udp.unwrap_or_else(|| vec!["0.0.0.0:0".into()]),
         ice_servers: webrtc.ice_servers.unwrap_or_default(),
+        accept_relayed: webrtc.accept_relayed.unwrap_or(true),
         blobs,
         dht,
         pin_set,

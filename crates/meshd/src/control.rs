@@ -191,6 +191,10 @@ async fn connect(shared: &Shared, peer: PeerId, address: Option<String>) -> Resu
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("no dialable address for {peer} in the DHT"))?,
     };
+    tokio::time::timeout(CONNECT_TIMEOUT, node.pool.dial(peer, &address))
+        .await
+        .map_err(|_| format!("no link to {peer} at {address} within {CONNECT_TIMEOUT:?}"))?
+        .map_err(|e| format!("{peer} at {address}: {e}"))?;
     node.dht
         .add_contact(peer, &address)
         .await
@@ -198,14 +202,6 @@ async fn connect(shared: &Shared, peer: PeerId, address: Option<String>) -> Resu
     node.add_neighbour(peer, &address)
         .await
         .map_err(|e| e.to_string())?;
-    // The neighbour's pull opens the link; wait for it.
-    let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
-    while !node.pool.connected().contains(&peer) {
-        if tokio::time::Instant::now() > deadline {
-            return Err(format!("no link to {peer} at {address}"));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     Ok(address)
 }
 

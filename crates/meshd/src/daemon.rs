@@ -40,6 +40,8 @@ use mesh_platform::runtime::{Runtime, TokioRuntime};
 use mesh_recovery::Event as RecoveryEvent;
 use mesh_store_redb::RedbBackend;
 use mesh_transport_webrtc::signaling::http::{HttpSignaling, SIGNAL_PATH, SignalEndpoint};
+use mesh_transport_webrtc::signaling::mesh::MeshSignaling;
+use mesh_transport_webrtc::signaling::routed::{RoutedSignaling, relay_address};
 use mesh_transport_webrtc::{WebRtcConfig, WebRtcTransport};
 use tokio::sync::{Notify, watch};
 
@@ -47,7 +49,7 @@ use crate::config::{Bootstrap, MetricsAt, Settings};
 use crate::http::{self, Resp};
 use crate::metrics::{Metrics, Snapshot};
 
-pub(crate) type MeshNode = Node<WebRtcTransport<HttpSignaling>, TokioRuntime>;
+pub(crate) type MeshNode = Node<WebRtcTransport<RoutedSignaling>, TokioRuntime>;
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// The identity file in the data directory.
@@ -339,20 +341,6 @@ pub(crate) async fn run(settings: Settings) -> Result<(), Error> {
     } else {
         (HttpSignaling::client(), None)
     };
-    let address = match (&settings.public_url, &public) {
-        (Some(url), _) => url.clone(),
-        (None, Some(l)) => {
-            let mut a = l.local_addr()?;
-            if a.ip().is_unspecified() {
-                tracing::warn!(
-                    "listening on {a} without public_url: advertising 127.0.0.1, which only this machine can dial (set public_url)"
-                );
-                a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-            }
-            format!("http://{a}{SIGNAL_PATH}")
-        }
-        (None, None) => String::new(),
-    };
     let resolved =
         futures_util::future::join_all(settings.bootstrap.iter().map(resolve_bootstrap)).await;
     let mut bootstrap = Vec::new();
@@ -366,6 +354,28 @@ pub(crate) async fn run(settings: Settings) -> Result<(), Error> {
             }
         }
     }
+    let address = match (&settings.public_url, &public) {
+        (Some(url), _) => url.clone(),
+        (None, Some(l)) => {
+            let mut a = l.local_addr()?;
+            if a.ip().is_unspecified() {
+                tracing::warn!(
+                    "listening on {a} without public_url: advertising 127.0.0.1, which only this machine can dial (set public_url)"
+                );
+                a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            format!("http://{a}{SIGNAL_PATH}")
+        }
+        // No endpoint of its own: dialed through its first bootstrap peer, which relays
+        // the offer over its link (unless relayed offers are refused).
+        (None, None) => match bootstrap.first() {
+            Some((relay, _)) if settings.accept_relayed => relay_address(relay),
+            _ => String::new(),
+        },
+    };
+    let mesh_signaling = Arc::new(MeshSignaling::new(identity.peer_id()));
+    mesh_signaling.set_accepting(settings.accept_relayed);
+    let signaling = RoutedSignaling::new(signaling, Arc::clone(&mesh_signaling));
     let webrtc = WebRtcConfig {
         udp_addrs: settings.udp.clone(),
         ice_servers: settings.ice_servers.clone(),
@@ -386,6 +396,7 @@ pub(crate) async fn run(settings: Settings) -> Result<(), Error> {
         },
     )
     .await?;
+    mesh_signaling.attach(&node.pool, &TokioRuntime::current());
     for (peer, url) in &bootstrap {
         if let Err(e) = node.add_neighbour(*peer, url).await {
             tracing::warn!(%peer, error = %e, "bootstrap neighbour");

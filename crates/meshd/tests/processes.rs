@@ -3,10 +3,18 @@
 //! catching up by pull, restarts without data loss, `/health`, and `/metrics` holding every
 //! metric the dashboards and alert rules in `monitoring/` use.
 //!
-//! Topology: `relay` has a public endpoint; `alice` and `carol` have none (like phones behind
-//! NAT): each links to the relay only, so whatever goes between them crosses the relay.
+//! Topology: `relay` has a public endpoint; `alice` and `carol` have none and refuse offers
+//! relayed to them (`accept_relayed = false`, like phones that keep their address from
+//! strangers): each links to the relay only, so whatever goes between them crosses the relay.
+//! `dave` has no public endpoint either but takes relayed offers: alice links to him with
+//! WebRTC signaled through the relay, after finding him in the DHT.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::too_many_lines)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::too_many_lines
+)]
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -230,12 +238,18 @@ fn write_pin_set(dir: &Path) -> String {
 #[test]
 fn a_mesh_of_meshd_processes() {
     let tmp = tempfile::tempdir().unwrap();
-    let (r_dir, a_dir, c_dir) = (
+    let (r_dir, a_dir, c_dir, d_dir) = (
         tmp.path().join("relay"),
         tmp.path().join("alice"),
         tmp.path().join("carol"),
+        tmp.path().join("dave"),
     );
-    std::fs::create_dir_all(&r_dir).unwrap();
+    for d in [&r_dir, &a_dir, &c_dir] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    for d in [&a_dir, &c_dir] {
+        std::fs::write(d.join("meshd.toml"), "[webrtc]\naccept_relayed = false\n").unwrap();
+    }
     std::fs::write(r_dir.join("meshd.toml"), write_pin_set(tmp.path())).unwrap();
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
@@ -249,6 +263,7 @@ fn a_mesh_of_meshd_processes() {
     wait_for("alice and carol to link to the relay", || {
         alice.linked_to(&relay_id) && carol.linked_to(&relay_id)
     });
+    assert_eq!(alice.status()["address"], "", "alice advertised an address");
 
     // /health answers with the node's id.
     let (status, body) = http_get(port, "/health");
@@ -269,6 +284,29 @@ fn a_mesh_of_meshd_processes() {
         "{inbox}"
     );
     assert!(!carol.linked_to(&a_id), "carol linked to alice directly");
+
+    // Dave takes relayed offers: he advertises the relay as the way to him, Alice finds
+    // that in the DHT and links to him with WebRTC signaled through the relay.
+    let dave = start(&d_dir, "off", Some(&boot));
+    let d_id = dave.peer();
+    assert_eq!(
+        dave.status()["address"].as_str().unwrap(),
+        format!("relay:{relay_id}")
+    );
+    wait_for("dave to link to the relay", || dave.linked_to(&relay_id));
+    let out = ok(&a_dir, &["connect", &d_id]);
+    assert!(out.contains(&format!("relay:{relay_id}")), "{out}");
+    assert!(alice.linked_to(&d_id));
+    wait_for("dave to see the link", || dave.linked_to(&a_id));
+    let out = ok(&a_dir, &["send", &d_id, "hi dave", "--wait", "30"]);
+    assert!(out.starts_with("delivered over the open link"), "{out}");
+    // Relayed offers to Carol are refused: nobody links to her but through her own dials.
+    let bad = meshd(
+        &d_dir,
+        &["connect", &c_id, "--address", &format!("relay:{relay_id}")],
+    );
+    assert!(!bad.status.success());
+    dave.stop();
 
     // Invites: the relay's names its endpoint, so Carol links to it; Alice has no public
     // address, so hers names the relay to join through, and Alice stays reachable through the

@@ -149,6 +149,12 @@ mod native {
             )
         }
 
+        /// Whether offers arrive here ([`HttpSignaling::serve`] or
+        /// [`HttpSignaling::endpoint`]), rather than only being sent.
+        pub fn receives(&self) -> bool {
+            self.server.is_some()
+        }
+
         /// Where the endpoint listens, if serving on its own listener.
         pub fn local_addr(&self) -> Option<SocketAddr> {
             self.server.as_ref().and_then(|s| s.addr)
@@ -346,6 +352,11 @@ mod browser {
         /// The `fetch` client.
         pub fn client() -> Self {
             Self
+        }
+
+        /// Whether offers arrive here: never in the browser.
+        pub fn receives(&self) -> bool {
+            false
         }
     }
 

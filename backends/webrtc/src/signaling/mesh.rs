@@ -16,12 +16,16 @@
 //! destination is not one of its links.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
 use mesh_crypto::PeerId;
 use mesh_crypto::wire::Reader;
-use mesh_transport::{Connection, Frame, ProtocolId};
+use mesh_platform::limit::KeyedLimiter;
+use mesh_platform::runtime::Runtime;
+use mesh_transport::pool::Pool;
+use mesh_transport::{Connection, Frame, ProtocolId, Transport};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{IncomingOffer, MAX_SIGNALING_MESSAGE, Responder, Signaling, SignalingError};
@@ -35,6 +39,13 @@ const DELIVERED: u8 = 0x80;
 pub const MAX_QUEUED_OFFERS: usize = 32;
 /// Exchanges this node waits on at once.
 pub const MAX_PENDING_EXCHANGES: usize = 256;
+/// Signaling frames one peer may send a minute (offers, answers, relay requests) when
+/// attached to a pool; more are dropped.
+pub const SIGNALING_PER_MINUTE: u32 = 120;
+/// Signaling frames handled at once when attached to a pool; more are dropped.
+pub const MAX_HANDLING: usize = 64;
+/// Longest time one frame's handling (a relay's send, an answer) may take.
+pub const HANDLING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Message {
@@ -93,10 +104,19 @@ impl Message {
 
 type Pending = HashMap<u64, oneshot::Sender<Result<Vec<u8>, SignalingError>>>;
 
+#[cfg(not(target_arch = "wasm32"))]
+type LinkLookup = dyn Fn(&PeerId) -> Option<Arc<dyn Connection>> + Send + Sync;
+#[cfg(target_arch = "wasm32")]
+type LinkLookup = dyn Fn(&PeerId) -> Option<Arc<dyn Connection>>;
+
 /// Signaling over this node's mesh links; also relays for its neighbours.
 pub struct MeshSignaling {
     own: PeerId,
     links: Mutex<HashMap<PeerId, Arc<dyn Connection>>>,
+    /// The pool's links, once attached ([`MeshSignaling::attach`]).
+    lookup: OnceLock<Box<LinkLookup>>,
+    /// Whether offers for this node are taken (otherwise answered `unreachable`).
+    accepting: AtomicBool,
     pending: Arc<Mutex<Pending>>,
     offers_tx: mpsc::Sender<IncomingOffer>,
     offers_rx: tokio::sync::Mutex<mpsc::Receiver<IncomingOffer>>,
@@ -117,6 +137,8 @@ impl MeshSignaling {
         Self {
             own,
             links: Mutex::new(HashMap::new()),
+            lookup: OnceLock::new(),
+            accepting: AtomicBool::new(true),
             pending: Arc::new(Mutex::new(HashMap::new())),
             offers_tx,
             offers_rx: tokio::sync::Mutex::new(offers_rx),
@@ -138,7 +160,77 @@ impl MeshSignaling {
     }
 
     fn link(&self, peer: &PeerId) -> Option<Arc<dyn Connection>> {
-        self.links.lock().ok()?.get(peer).cloned()
+        if let Some(link) = self.links.lock().ok()?.get(peer).cloned() {
+            return Some(link);
+        }
+        self.lookup.get().and_then(|lookup| lookup(peer))
+    }
+
+    /// Whether offers relayed to this node are taken (the default) or answered `unreachable`
+    /// at once: a node that refuses them links only to peers that know its own endpoint or
+    /// that it dials itself (its address stays hidden from the others), and is otherwise
+    /// reached through the mesh. It still relays for others. That it is online and linked
+    /// to a relay is not hidden: a refusal comes back later than a relay's own `unreachable`
+    /// for a peer it has no link to.
+    pub fn set_accepting(&self, accept: bool) {
+        self.accepting.store(accept, Ordering::Relaxed);
+    }
+
+    /// Signals over `pool`'s links: relays through them, and handles the
+    /// [`ProtocolId::SIGNALING`] frames that arrive on them (frames that do not parse are
+    /// dropped and logged). Each peer may send [`SIGNALING_PER_MINUTE`] frames a minute; each
+    /// frame is handled in a task of its own, at most [`MAX_HANDLING`] at once and for
+    /// [`HANDLING_TIMEOUT`] each, so a link that stops reading cannot stall signaling (nor
+    /// the links whose frames wait behind it). Holds the pool weakly: it goes when its node
+    /// drops it. Links added with [`MeshSignaling::add_link`] are still used first. Call once.
+    pub fn attach<T, R>(self: &Arc<Self>, pool: &Pool<T, R>, runtime: &R)
+    where
+        T: Transport + 'static,
+        T::Connection: 'static,
+        R: Runtime,
+    {
+        let links = pool.downgrade();
+        let lookup: Box<LinkLookup> = Box::new(move |peer: &PeerId| {
+            links
+                .upgrade()?
+                .connection(peer)
+                .map(|c| -> Arc<dyn Connection> { c })
+        });
+        if self.lookup.set(lookup).is_err() {
+            tracing::warn!("MeshSignaling::attach called twice: the first pool stays");
+            return;
+        }
+        let mut frames = pool.subscribe(ProtocolId::SIGNALING);
+        let this = Arc::clone(self);
+        let rt = runtime.clone();
+        runtime.spawn(Box::pin(async move {
+            let mut limits = KeyedLimiter::per_minute(SIGNALING_PER_MINUTE);
+            let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HANDLING));
+            while let Some(f) = frames.recv().await {
+                limits.advance(rt.monotonic());
+                if !limits.check(&f.from) {
+                    tracing::debug!(peer = %f.from, "signaling: over the rate, frame dropped");
+                    continue;
+                }
+                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                    tracing::debug!(peer = %f.from, "signaling: busy, frame dropped");
+                    continue;
+                };
+                let this = Arc::clone(&this);
+                let timer = rt.clone();
+                rt.spawn(Box::pin(async move {
+                    tokio::select! {
+                        r = this.on_frame(f.from, &f.payload) => if let Err(e) = r {
+                            tracing::debug!(peer = %f.from, error = %e, "signaling frame");
+                        },
+                        () = timer.sleep(HANDLING_TIMEOUT) => {
+                            tracing::debug!(peer = %f.from, "signaling frame: timed out");
+                        }
+                    }
+                    drop(slot);
+                }));
+            }
+        }));
     }
 
     /// Handles the payload of a [`ProtocolId::SIGNALING`] frame received on the link to `via`:
@@ -153,6 +245,18 @@ impl MeshSignaling {
             return self.relay(via, msg).await;
         }
         match msg.kind & !DELIVERED {
+            OFFER if !self.accepting.load(Ordering::Relaxed) => {
+                let via = self.link(&via).ok_or(SignalingError::Closed)?;
+                send_via(
+                    via.as_ref(),
+                    self.own,
+                    msg.peer,
+                    UNREACHABLE,
+                    msg.exchange,
+                    Vec::new(),
+                )
+                .await
+            }
             OFFER => {
                 let responder = Box::new(MeshResponder {
                     via: self.link(&via).ok_or(SignalingError::Closed)?,
@@ -165,7 +269,18 @@ impl MeshSignaling {
                     responder,
                 };
                 if self.offers_tx.try_send(offer).is_err() {
-                    tracing::debug!(%via, "signaling: offer queue full, offer dropped");
+                    // Full: say so at once rather than let the dialer wait for its timeout.
+                    tracing::debug!(%via, "signaling: offer queue full, answered unreachable");
+                    let via = self.link(&via).ok_or(SignalingError::Closed)?;
+                    return send_via(
+                        via.as_ref(),
+                        self.own,
+                        msg.peer,
+                        UNREACHABLE,
+                        msg.exchange,
+                        Vec::new(),
+                    )
+                    .await;
                 }
                 Ok(())
             }

@@ -9,10 +9,14 @@
 //! - [`http::HttpSignaling`]: an HTTP endpoint (what `meshd` serves for browsers and first
 //!   contact) and its client.
 //! - [`manual::ManualSignaling`]: signed copy-paste / QR text for manual pairing.
+//!
+//! [`routed::RoutedSignaling`] puts the first two behind one address space: `http(s)://...`
+//! for an endpoint, `relay:PEER_ID` for a neighbour that relays.
 
 pub mod http;
 pub mod manual;
 pub mod mesh;
+pub mod routed;
 
 use async_trait::async_trait;
 use mesh_crypto::PeerId;
