@@ -59,6 +59,12 @@ pub enum NodeError {
     /// The recovery driver.
     #[error("recovery: {0}")]
     Recovery(#[from] mesh_recovery::driver::DriverError),
+    /// The store could not be opened.
+    #[error("storage: {0}")]
+    Storage(#[from] mesh_platform::kv::KvError),
+    /// The builder lacks a part.
+    #[error("{0}")]
+    Incomplete(&'static str),
 }
 
 /// How to start a node. Every part has its defaults.
@@ -113,6 +119,8 @@ pub struct Node<T: Transport, R: Runtime> {
     pub recovery: RecoveryHandle,
     /// Messaging.
     pub messenger: Messenger,
+    /// The store every protocol keeps its state in (close it after [`Node::shutdown`]).
+    pub store: Arc<dyn KvStore>,
 }
 
 impl<T: Transport, R: Runtime> Clone for Node<T, R> {
@@ -126,6 +134,7 @@ impl<T: Transport, R: Runtime> Clone for Node<T, R> {
             blobs: self.blobs.clone(),
             recovery: self.recovery.clone(),
             messenger: self.messenger.clone(),
+            store: Arc::clone(&self.store),
         }
     }
 }
@@ -194,7 +203,7 @@ impl<T: Transport + 'static, R: Runtime> Node<T, R> {
             runtime.clone(),
             RecoveryOptions {
                 config: config.recovery,
-                store: Some(store),
+                store: Some(Arc::clone(&store)),
             },
         )
         .await?;
@@ -216,6 +225,7 @@ impl<T: Transport + 'static, R: Runtime> Node<T, R> {
                 blobs,
                 recovery,
                 messenger,
+                store,
             },
             NodeEvents {
                 messages,

@@ -18,7 +18,7 @@ use mesh_crypto::{Identity, PeerId, UnixMillis};
 use mesh_dht::record::record_key;
 use mesh_dht::{Record, RecordPayload};
 use mesh_node::node::SCHEMA;
-use mesh_node::{MessagingEvent, Node, NodeConfig, NodeEvents};
+use mesh_node::{MessagingEvent, Node, NodeBuilder, NodeError, NodeEvents};
 use mesh_platform::kv::{KvStore, Store};
 use mesh_platform::runtime::{Runtime, TokioRuntime};
 use mesh_store_memory::{MemoryBackend, SharedMap};
@@ -40,19 +40,36 @@ async fn start(
             .await
             .unwrap(),
     );
-    Node::start(
-        Arc::clone(id),
-        net.transport(Arc::clone(id), address).unwrap(),
-        TokioRuntime::current(),
-        address,
-        store,
-        NodeConfig {
-            bootstrap,
-            ..NodeConfig::default()
-        },
-    )
-    .await
-    .unwrap()
+    NodeBuilder::new(Arc::clone(id))
+        .store(store)
+        .bootstrap(bootstrap)
+        .transport(net.transport(Arc::clone(id), address).unwrap(), address)
+        .start(TokioRuntime::current())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_builder_needs_a_store() {
+    let net = MemoryNetwork::new(TokioRuntime::current(), LinkConfig::default());
+    let id = Arc::new(Identity::generate());
+    let no_store = NodeBuilder::new(Arc::clone(&id))
+        .transport(net.transport(Arc::clone(&id), "a").unwrap(), "a")
+        .start(TokioRuntime::current())
+        .await;
+    assert!(matches!(no_store, Err(NodeError::Incomplete(m)) if m.contains("store")));
+    // Without a transport there is no `start` at all (a compile error), and with the redb
+    // feature the store can be a file:
+    let dir = tempfile::tempdir().unwrap();
+    let (node, _events) = NodeBuilder::new(Arc::clone(&id))
+        .redb(dir.path().join("n.redb"))
+        .transport(net.transport(Arc::clone(&id), "b").unwrap(), "b")
+        .start(TokioRuntime::current())
+        .await
+        .unwrap();
+    assert_eq!(node.peer_id(), id.peer_id());
+    node.shutdown().await;
+    node.store.close().await.unwrap();
 }
 
 async fn message(events: &mut NodeEvents) -> MessagingEvent {

@@ -32,13 +32,10 @@ use std::time::{Duration, Instant};
 use http_body_util::BodyExt as _;
 use hyper::{Method, Request, Response, StatusCode};
 use mesh_crypto::{Hash256, Identity, PeerId};
-use mesh_node::node::SCHEMA;
-use mesh_node::{MessagingEvent, Node, NodeConfig, NodeEvents};
-use mesh_platform::kv::{KvStore, Store};
+use mesh_node::{MessagingEvent, Node, NodeBuilder, NodeConfig, NodeEvents};
 use mesh_platform::pinning::PinPolicy;
 use mesh_platform::runtime::{Runtime, TokioRuntime};
 use mesh_recovery::Event as RecoveryEvent;
-use mesh_store_redb::RedbBackend;
 use mesh_transport_webrtc::signaling::http::{HttpSignaling, SIGNAL_PATH, SignalEndpoint};
 use mesh_transport_webrtc::signaling::mesh::MeshSignaling;
 use mesh_transport_webrtc::signaling::routed::{RoutedSignaling, relay_address};
@@ -310,15 +307,6 @@ pub(crate) async fn run(settings: Settings) -> Result<(), Error> {
     // Before any driver starts: they take their meters from the global provider.
     let metrics = Metrics::install()?;
 
-    // The store first: its lock tells a second node on the same data dir to go away before
-    // it touches anything else (the control socket).
-    let store: Arc<dyn KvStore> = Arc::new(
-        Store::open(
-            RedbBackend::open(&settings.data_dir.join(STORE_FILE)).await?,
-            &SCHEMA,
-        )
-        .await?,
-    );
     let public = match settings.listen {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
@@ -381,21 +369,20 @@ pub(crate) async fn run(settings: Settings) -> Result<(), Error> {
         ice_servers: settings.ice_servers.clone(),
         ..WebRtcConfig::default()
     };
-    let transport = WebRtcTransport::new(Arc::clone(&identity), Arc::new(signaling), webrtc);
-    let (node, events) = Node::start(
-        Arc::clone(&identity),
-        transport,
-        TokioRuntime::current(),
-        &address,
-        Arc::clone(&store),
-        NodeConfig {
+    // The store's lock tells a second node on the same data dir to go away before it touches
+    // the control socket.
+    let (node, events) = NodeBuilder::new(Arc::clone(&identity))
+        .redb(settings.data_dir.join(STORE_FILE))
+        .webrtc(webrtc, Arc::new(signaling), &address)
+        .config(NodeConfig {
             bootstrap: bootstrap.clone(),
             dht: settings.dht,
             blobs: settings.blobs,
             ..NodeConfig::default()
-        },
-    )
-    .await?;
+        })
+        .start(TokioRuntime::current())
+        .await?;
+    let store = Arc::clone(&node.store);
     mesh_signaling.attach(&node.pool, &TokioRuntime::current());
     for (peer, url) in &bootstrap {
         if let Err(e) = node.add_neighbour(*peer, url).await {

@@ -25,12 +25,9 @@ use mesh_crypto::{Identity, PeerId, UnixMillis};
 use mesh_dht::record::record_key;
 use mesh_dht::{Record, RecordPayload};
 use mesh_gossip::{GossipMessage, GossipPayload};
-use mesh_node::node::SCHEMA;
-use mesh_node::{MessagingEvent, Node, NodeConfig, NodeEvents};
-use mesh_platform::kv::{KvStore, Store};
+use mesh_node::{MessagingEvent, Node, NodeBuilder, NodeEvents};
 use mesh_platform::runtime::{Runtime, TokioRuntime};
 use mesh_recovery::Event as RecoveryEvent;
-use mesh_store_redb::RedbBackend;
 use mesh_transport_webrtc::signaling::http::HttpSignaling;
 use mesh_transport_webrtc::{WebRtcConfig, WebRtcTransport};
 
@@ -65,21 +62,12 @@ async fn start(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let signaling = Arc::new(HttpSignaling::serve(listener)?);
     let address = signaling.url().ok_or("no signaling address")?;
-    let transport = WebRtcTransport::new(Arc::clone(id), signaling, WebRtcConfig::loopback());
-    let store: Arc<dyn KvStore> =
-        Arc::new(Store::open(RedbBackend::open(file).await?, &SCHEMA).await?);
-    let (node, events) = Node::start(
-        Arc::clone(id),
-        transport,
-        TokioRuntime::current(),
-        &address,
-        store,
-        NodeConfig {
-            bootstrap,
-            ..NodeConfig::default()
-        },
-    )
-    .await?;
+    let (node, events) = NodeBuilder::new(Arc::clone(id))
+        .redb(file)
+        .webrtc(WebRtcConfig::loopback(), signaling, &address)
+        .bootstrap(bootstrap)
+        .start(TokioRuntime::current())
+        .await?;
     Ok(Peer { node, events })
 }
 
