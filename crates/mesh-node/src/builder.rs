@@ -25,7 +25,9 @@
 //! Features: `redb` (default) adds [`NodeBuilder::redb`], a store in a redb file; `webrtc`
 //! (default) adds [`NodeBuilder::webrtc`], the native WebRTC transport. Any other
 //! [`KvStore`] and [`Transport`] plug in with [`NodeBuilder::store`] and
-//! [`NodeBuilder::transport`] (the memory transport in tests, BLE, a browser's).
+//! [`NodeBuilder::transport`] (the memory transport in tests, BLE, a browser's); several at
+//! once as one with [`mesh_transport::multi::Transports`] (dialed by address prefix, accepting
+//! from all).
 
 use std::sync::Arc;
 

@@ -20,6 +20,7 @@ pub mod frame;
 pub mod handshake;
 pub mod link;
 pub mod memory;
+pub mod multi;
 pub mod pool;
 pub mod quality;
 pub mod secure;

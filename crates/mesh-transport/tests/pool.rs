@@ -213,3 +213,64 @@ async fn dial_opens_one_link_without_a_frame_and_a_failed_dial_can_be_retried() 
     drop(pc);
     assert!(weak.upgrade().is_none());
 }
+
+#[tokio::test]
+#[allow(clippy::many_single_char_names)] // five peers
+async fn one_pool_over_two_transports_dials_each_by_address_and_accepts_from_both() {
+    use mesh_transport::TransportKind;
+    use mesh_transport::multi::Transports;
+    let rt = TokioRuntime::current();
+    let (lan, radio) = (
+        MemoryNetwork::new(rt.clone(), LinkConfig::default()),
+        MemoryNetwork::new(rt.clone(), LinkConfig::default()),
+    );
+    let (x, y, z, w) = (
+        Arc::new(Identity::generate()),
+        Arc::new(Identity::generate()),
+        Arc::new(Identity::generate()),
+        Arc::new(Identity::generate()),
+    );
+    let both = Transports::new(
+        lan.transport(Arc::clone(&x), "mem:x").unwrap(),
+        radio.transport(Arc::clone(&x), "ble:x").unwrap(),
+        &["ble:"],
+        &rt,
+    );
+    assert_eq!(
+        mesh_transport::Transport::kind(&both),
+        TransportKind::Memory
+    );
+    let px = Pool::new(both, rt.clone(), x.peer_id(), "mem:x");
+    px.start_accepting();
+    let mut x_dht = px.subscribe(ProtocolId::DHT);
+    let py = pool(&lan, &y, "mem:y");
+    let pz = pool(&radio, &z, "ble:z");
+    let pw = pool(&radio, &w, "ble:w");
+    let (mut y_dht, mut z_dht) = (py.subscribe(ProtocolId::DHT), pz.subscribe(ProtocolId::DHT));
+    let f = |b: u8| Frame::new(ProtocolId::DHT, vec![b]).unwrap();
+
+    // Dials go by address: the LAN for `mem:`, the radio for `ble:`.
+    px.send(y.peer_id(), "mem:y", f(1)).await.unwrap();
+    px.send(z.peer_id(), "ble:z", f(2)).await.unwrap();
+    assert_eq!(next(&mut y_dht).await.payload, [1]);
+    assert_eq!(next(&mut z_dht).await.payload, [2]);
+    // Y is not on the radio: a `ble:` address for it goes nowhere.
+    let stranger = Arc::new(Identity::generate());
+    assert!(px.send(stranger.peer_id(), "ble:y", f(3)).await.is_err());
+    // Links arrive from both: W dials X over the radio, V over the LAN.
+    let v = Arc::new(Identity::generate());
+    let pv = pool(&lan, &v, "mem:v");
+    pw.send(x.peer_id(), "ble:x", f(4)).await.unwrap();
+    pv.send(x.peer_id(), "mem:x", f(5)).await.unwrap();
+    let mut got = vec![
+        next(&mut x_dht).await.payload,
+        next(&mut x_dht).await.payload,
+    ];
+    got.sort();
+    assert_eq!(got, vec![vec![4], vec![5]]);
+    let mut peers = px.connected();
+    peers.sort_by_key(ToString::to_string);
+    let mut want = vec![y.peer_id(), z.peer_id(), w.peer_id(), v.peer_id()];
+    want.sort_by_key(ToString::to_string);
+    assert_eq!(peers, want);
+}
