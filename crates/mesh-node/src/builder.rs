@@ -76,7 +76,8 @@ impl NodeBuilder<()> {
 }
 
 impl<T> NodeBuilder<T> {
-    /// The protocols' settings (bootstrap peers included).
+    /// The protocols' settings, replacing all of them, bootstrap peers included (call
+    /// [`NodeBuilder::bootstrap`] after this, not before).
     #[must_use]
     pub fn config(mut self, config: NodeConfig) -> Self {
         self.config = config;
@@ -120,7 +121,8 @@ impl<T> NodeBuilder<T> {
 
     /// Links over native WebRTC with `config`, swapping session descriptions through
     /// `signaling`; peers dial this node at `address` (what `signaling` understands: its
-    /// HTTP endpoint's URL, `relay:PEER_ID`, ...).
+    /// HTTP endpoint's URL, `relay:PEER_ID`, ...). Call it within a Tokio runtime: the
+    /// transport starts taking offers at once.
     #[cfg(all(feature = "webrtc", not(target_arch = "wasm32")))]
     pub fn webrtc<S: mesh_transport_webrtc::signaling::Signaling>(
         self,
@@ -151,25 +153,33 @@ impl<T: Transport + 'static> NodeBuilder<T> {
         let (transport, address) = self.transport.ok_or(NodeError::Incomplete(
             "no transport: call transport() or webrtc()",
         ))?;
-        let store: Arc<dyn KvStore> = match self
+        let choice = self
             .store
-            .ok_or(NodeError::Incomplete("no store: call store() or redb()"))?
-        {
-            StoreChoice::Given(s) => s,
+            .ok_or(NodeError::Incomplete("no store: call store() or redb()"))?;
+        // Only one variant without the redb feature (and on wasm32).
+        #[allow(clippy::infallible_destructuring_match)]
+        let (store, opened_here): (Arc<dyn KvStore>, bool) = match choice {
+            StoreChoice::Given(s) => (s, false),
             #[cfg(all(feature = "redb", not(target_arch = "wasm32")))]
             StoreChoice::Redb(path) => {
                 let backend = mesh_store_redb::RedbBackend::open(&path).await?;
-                Arc::new(mesh_platform::kv::Store::open(backend, &crate::node::SCHEMA).await?)
+                let store = mesh_platform::kv::Store::open(backend, &crate::node::SCHEMA).await?;
+                (Arc::new(store), true)
             }
         };
-        Node::start(
+        let started = Node::start(
             self.identity,
             transport,
             runtime,
             &address,
-            store,
+            Arc::clone(&store),
             self.config,
         )
-        .await
+        .await;
+        if started.is_err() && opened_here {
+            // The caller never saw this store: release its file for a retry.
+            let _ = store.close().await;
+        }
+        started
     }
 }

@@ -58,8 +58,14 @@ async fn the_builder_needs_a_store() {
         .start(TokioRuntime::current())
         .await;
     assert!(matches!(no_store, Err(NodeError::Incomplete(m)) if m.contains("store")));
-    // Without a transport there is no `start` at all (a compile error), and with the redb
-    // feature the store can be a file:
+    // Without a transport there is no `start` at all (a compile error).
+}
+
+#[cfg(feature = "redb")]
+#[tokio::test]
+async fn the_builder_opens_a_redb_file() {
+    let net = MemoryNetwork::new(TokioRuntime::current(), LinkConfig::default());
+    let id = Arc::new(Identity::generate());
     let dir = tempfile::tempdir().unwrap();
     let (node, _events) = NodeBuilder::new(Arc::clone(&id))
         .redb(dir.path().join("n.redb"))

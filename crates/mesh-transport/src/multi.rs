@@ -2,8 +2,12 @@
 //! links over both, say WebRTC and BLE. Dials go by address: those starting with one of the
 //! second transport's prefixes (`ble:`, ...) to it, the rest to the first. Links arrive from
 //! both: each transport's `accept` runs in a task of its own (an accept is never cancelled
-//! half-way through a handshake), and [`Transport::accept`] takes the next from either.
+//! half-way through a handshake), and [`Transport::accept`] takes the next from either; a
+//! transport whose accept fails stops, the other goes on, and `accept` fails once both have.
 //! Nest them for three or more.
+//!
+//! A [`crate::pool::Pool`] advertises one address on every link: give it the address of the
+//! transport most peers can dial (peers on the other learn it from their own dials).
 
 use std::sync::Arc;
 
@@ -63,20 +67,43 @@ where
         let (t, tx_a) = (Arc::clone(&first), tx.clone());
         runtime.spawn(Box::pin(async move {
             loop {
-                let r = t.accept().await;
-                let failed = r.is_err();
-                if tx_a.send(r.map(Either::First)).await.is_err() || failed {
-                    return;
+                // Also ends when the `Transports` is dropped, not only at the next link.
+                let r = tokio::select! {
+                    r = t.accept() => r,
+                    () = tx_a.closed() => return,
+                };
+                match r {
+                    Ok(c) => {
+                        if tx_a.send(Ok(Either::First(c))).await.is_err() {
+                            return;
+                        }
+                    }
+                    // A transport's accept fails for good (both kinds handle transient
+                    // errors inside): this one stops, the other goes on.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "first transport stopped accepting");
+                        return;
+                    }
                 }
             }
         }));
         let t = Arc::clone(&second);
         runtime.spawn(Box::pin(async move {
             loop {
-                let r = t.accept().await;
-                let failed = r.is_err();
-                if tx.send(r.map(Either::Second)).await.is_err() || failed {
-                    return;
+                let r = tokio::select! {
+                    r = t.accept() => r,
+                    () = tx.closed() => return,
+                };
+                match r {
+                    Ok(c) => {
+                        if tx.send(Ok(Either::Second(c))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "second transport stopped accepting");
+                        return;
+                    }
                 }
             }
         }));
@@ -117,8 +144,8 @@ where
         }
     }
 
-    /// The next link from either transport. One transport failing is reported once; the
-    /// other goes on accepting.
+    /// The next link from either transport; [`TransportError::Closed`] once both have
+    /// stopped accepting.
     async fn accept(&self) -> Result<Self::Connection, TransportError> {
         self.accepted
             .lock()

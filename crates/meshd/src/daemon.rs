@@ -369,8 +369,8 @@ pub(crate) async fn run(settings: Settings) -> Result<(), Error> {
         ice_servers: settings.ice_servers.clone(),
         ..WebRtcConfig::default()
     };
-    // The store's lock tells a second node on the same data dir to go away before it touches
-    // the control socket.
+    // The store's lock (taken in start) tells a second node on the same data dir to go away
+    // before it touches the control socket.
     let (node, events) = NodeBuilder::new(Arc::clone(&identity))
         .redb(settings.data_dir.join(STORE_FILE))
         .webrtc(webrtc, Arc::new(signaling), &address)
