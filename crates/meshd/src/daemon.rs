@@ -73,6 +73,10 @@ const STORE_CLOSE: Duration = Duration::from_secs(5);
 const BOOTSTRAP_RETRY: Duration = Duration::from_secs(30);
 /// How often the pin set's expiry is reported (the gauge moves by the day).
 const PIN_REPORT: Duration = Duration::from_secs(3600);
+/// First wait before a lost bootstrap peer is dialed again; it doubles up to [`REDIAL_MAX`].
+const REDIAL_FIRST: Duration = Duration::from_secs(2);
+/// Longest wait between dials of a bootstrap peer that stays away.
+const REDIAL_MAX: Duration = Duration::from_secs(60);
 /// Recovery codes remembered at most (requests the core still holds are kept).
 const MAX_CODES: usize = 256;
 
@@ -457,7 +461,11 @@ pub(crate) async fn run(settings: Settings) -> Result<(), Error> {
         let mut gossip = gossip;
         while gossip.recv().await.is_some() {}
     });
-    tokio::spawn(poll_loop(Arc::clone(&shared), pin_policy));
+    tokio::spawn(poll_loop(
+        Arc::clone(&shared),
+        pin_policy,
+        bootstrap.clone(),
+    ));
 
     let mut servers = Vec::new();
     let route = |f: fn(Arc<Shared>, Request<hyper::body::Incoming>) -> BoxedResp| -> http::Handler {
@@ -705,15 +713,42 @@ async fn save_recovered(shared: &Shared, owner: PeerId) -> Result<PathBuf, Error
 }
 
 /// Polls counters for `/metrics`, makes new links gossip neighbours, reports pin expiry.
-async fn poll_loop(shared: Arc<Shared>, pins: Option<PinPolicy>) {
+async fn poll_loop(shared: Arc<Shared>, pins: Option<PinPolicy>, bootstrap: Vec<(PeerId, String)>) {
     let mut neighbours = std::collections::HashSet::new();
     let mut pins_reported = Instant::now();
+    // Per bootstrap peer: when to dial it again if it is not linked, and the backoff.
+    let mut redial: HashMap<PeerId, (Instant, Duration)> = HashMap::new();
     loop {
         if shared.stopping.load(Ordering::SeqCst) {
             return;
         }
         let node = &shared.node;
         let connected = node.pool.connected();
+        // Bootstrap peers are kept linked: one that restarted is dialed again within
+        // seconds (backing off to a minute while it stays away), not at the next pull.
+        for (peer, url) in &bootstrap {
+            if connected.contains(peer) {
+                redial.remove(peer);
+                continue;
+            }
+            let (at, backoff) = redial
+                .entry(*peer)
+                .or_insert((Instant::now(), REDIAL_FIRST));
+            if Instant::now() >= *at {
+                *at = Instant::now() + *backoff;
+                *backoff = (*backoff * 2).min(REDIAL_MAX);
+                let (node, peer, url) = (node.clone(), *peer, url.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(Duration::from_secs(15), node.pool.dial(peer, &url))
+                        .await
+                    {
+                        Ok(Ok(())) => tracing::info!(%peer, "bootstrap peer linked again"),
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "bootstrap redial"),
+                        Err(_) => tracing::debug!(%peer, "bootstrap redial timed out"),
+                    }
+                });
+            }
+        }
         for peer in &connected {
             if neighbours.insert(*peer) {
                 let address = node.pool.address_of(peer).unwrap_or_default();
