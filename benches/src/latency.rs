@@ -45,7 +45,7 @@ use mesh_transport_webrtc::signaling::http::HttpSignaling;
 use mesh_transport_webrtc::{WebRtcConfig, WebRtcTransport};
 use tokio::sync::mpsc;
 
-use crate::timing::Measurement;
+use crate::timing::{Measurement, percentile, throughput_row};
 
 type MeshNode = Node<WebRtcTransport<HttpSignaling>, TokioRuntime>;
 
@@ -89,18 +89,6 @@ pub(crate) struct Report {
     pub(crate) rates: Vec<(String, f64, f64)>,
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    #[allow(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        clippy::cast_precision_loss
-    )]
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    #[allow(clippy::cast_precision_loss)]
-    let ns = sorted[i].as_nanos() as f64;
-    ns
-}
-
 fn latency_rows(what: &str, mut samples: Vec<Duration>) -> Vec<Measurement> {
     samples.sort();
     let n = samples.len() as u64;
@@ -116,14 +104,12 @@ fn latency_rows(what: &str, mut samples: Vec<Duration>) -> Vec<Measurement> {
 }
 
 fn burst_row(what: &str, count: usize, took: Duration) -> Measurement {
-    #[allow(clippy::cast_precision_loss)]
-    let ns_per_op = took.as_nanos() as f64 / count as f64;
-    Measurement {
-        name: format!("1 KiB, {what}: burst, per message"),
-        ns_per_op,
-        iterations: count as u64,
-        bytes_per_op: BODY as u64,
-    }
+    throughput_row(
+        &format!("1 KiB, {what}: burst, per message"),
+        count,
+        BODY,
+        took,
+    )
 }
 
 fn body(i: usize) -> Vec<u8> {

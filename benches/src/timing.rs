@@ -55,3 +55,33 @@ pub(crate) fn measure<T>(
         bytes_per_op,
     }
 }
+
+/// The `p` quantile (0..=1, nearest rank) of `sorted` samples, in nanoseconds.
+pub(crate) fn percentile(sorted: &[std::time::Duration], p: f64) -> f64 {
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    #[allow(clippy::cast_precision_loss)]
+    let ns = sorted[i].as_nanos() as f64;
+    ns
+}
+
+/// `count` operations of `bytes` each that took `elapsed` in all.
+pub(crate) fn throughput_row(
+    name: &str,
+    count: usize,
+    bytes: usize,
+    elapsed: std::time::Duration,
+) -> Measurement {
+    #[allow(clippy::cast_precision_loss)]
+    let ns_per_op = elapsed.as_nanos() as f64 / count as f64;
+    Measurement {
+        name: name.into(),
+        ns_per_op,
+        iterations: count as u64,
+        bytes_per_op: bytes as u64,
+    }
+}

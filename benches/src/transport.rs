@@ -18,7 +18,7 @@ use mesh_transport_webrtc::signaling::http::HttpSignaling;
 use mesh_transport_webrtc::wire;
 use mesh_transport_webrtc::{WebRtcConfig, WebRtcConnection, WebRtcTransport};
 
-use crate::timing::Measurement;
+use crate::timing::{Measurement, percentile, throughput_row};
 
 /// How much to run.
 #[derive(Debug, Clone, Copy)]
@@ -58,18 +58,6 @@ pub(crate) struct Report {
 const SMALL: usize = 1024;
 const LARGE: usize = 64 * 1024;
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    #[allow(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        clippy::cast_precision_loss
-    )]
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    #[allow(clippy::cast_precision_loss)]
-    let ns = sorted[i].as_nanos() as f64;
-    ns
-}
-
 fn rtt_rows(mut samples: Vec<Duration>) -> Vec<Measurement> {
     samples.sort();
     let n = samples.len() as u64;
@@ -87,17 +75,6 @@ fn rtt_rows(mut samples: Vec<Duration>) -> Vec<Measurement> {
             bytes_per_op: 0,
         },
     ]
-}
-
-fn throughput_row(name: &str, frames: usize, bytes: usize, elapsed: Duration) -> Measurement {
-    #[allow(clippy::cast_precision_loss)]
-    let ns_per_op = elapsed.as_nanos() as f64 / frames as f64;
-    Measurement {
-        name: name.into(),
-        ns_per_op,
-        iterations: frames as u64,
-        bytes_per_op: bytes as u64,
-    }
 }
 
 async fn ours_pair() -> Result<(WebRtcConnection, WebRtcConnection), String> {

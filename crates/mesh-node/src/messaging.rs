@@ -408,23 +408,31 @@ impl<T: Transport + 'static, R: Runtime> Task<T, R> {
         let sealed = envelope::seal(&self.identity, &to, MESSAGE_CONTEXT, &plaintext(kind, body))?;
         // Our own envelope: its id without checking the signature we just made.
         let id = envelope::id(&sealed)?;
-        let now = self.runtime.unix_time();
-        let copy = GossipMessage::sign(
-            &self.identity,
-            GossipPayload {
-                topic: DM_TOPIC.to_vec(),
-                body: sealed.clone(),
-            },
-            now,
-            UnixMillis(now.0.saturating_add(MESH_TTL_MS)),
-        )?
-        .into_bytes();
         let linked = self.pool.connected().contains(&to);
         let keep_copy = linked && kind == KIND_MESSAGE && self.held < MAX_HELD_COPIES;
+        let publish = !linked || (kind == KIND_MESSAGE && !keep_copy);
+        // The signed mesh copy, only when it is used: a receipt sent directly needs none.
+        let copy = if publish || keep_copy {
+            let now = self.runtime.unix_time();
+            Some(
+                GossipMessage::sign(
+                    &self.identity,
+                    GossipPayload {
+                        topic: DM_TOPIC.to_vec(),
+                        body: sealed.clone(),
+                    },
+                    now,
+                    UnixMillis(now.0.saturating_add(MESH_TTL_MS)),
+                )?
+                .into_bytes(),
+            )
+        } else {
+            None
+        };
         if kind == KIND_MESSAGE {
-            self.remember(id, to, keep_copy.then(|| copy.clone()));
+            self.remember(id, to, copy.clone().filter(|_| keep_copy));
         }
-        if !linked || (kind == KIND_MESSAGE && !keep_copy) {
+        if publish && let Some(copy) = copy {
             self.stats.sent_mesh += 1;
             self.gossip.publish(copy).await?;
             if !linked {
@@ -432,23 +440,14 @@ impl<T: Transport + 'static, R: Runtime> Task<T, R> {
             }
         }
         self.stats.sent_direct += 1;
-        let pool = self.pool.clone();
-        let runtime = self.runtime.clone();
         let mut frame = vec![MESSAGE_VERSION];
         frame.extend_from_slice(&sealed);
         let frame = Frame::new(ProtocolId::MESSAGING, frame)
             .map_err(|_| MessagingError::TooLarge(body.len()))?;
-        self.runtime.spawn(Box::pin(async move {
-            tokio::select! {
-                r = pool.send(to, "", frame) => if let Err(e) = r {
-                    tracing::debug!(%to, error = %e, "direct send failed; the mesh copy follows");
-                },
-                () = runtime.sleep(DIRECT_TIMEOUT) => {
-                    tracing::debug!(%to, "direct send timed out; the mesh copy follows");
-                }
-            }
-            drop(permit);
-        }));
+        // A failed or late direct send is covered by the mesh copy (sent when the receipt
+        // is late).
+        self.pool
+            .spawn_send_holding(permit, to, String::new(), frame, DIRECT_TIMEOUT);
         Ok(id)
     }
 

@@ -64,49 +64,18 @@ where
     pub fn new<R: Runtime>(first: A, second: B, second_prefixes: &[&str], runtime: &R) -> Self {
         let (tx, rx) = mpsc::channel(2 * ACCEPT_QUEUE);
         let (first, second) = (Arc::new(first), Arc::new(second));
-        let (t, tx_a) = (Arc::clone(&first), tx.clone());
-        runtime.spawn(Box::pin(async move {
-            loop {
-                // Also ends when the `Transports` is dropped, not only at the next link.
-                let r = tokio::select! {
-                    r = t.accept() => r,
-                    () = tx_a.closed() => return,
-                };
-                match r {
-                    Ok(c) => {
-                        if tx_a.send(Ok(Either::First(c))).await.is_err() {
-                            return;
-                        }
-                    }
-                    // A transport's accept fails for good (both kinds handle transient
-                    // errors inside): this one stops, the other goes on.
-                    Err(e) => {
-                        tracing::warn!(error = %e, "first transport stopped accepting");
-                        return;
-                    }
-                }
-            }
-        }));
-        let t = Arc::clone(&second);
-        runtime.spawn(Box::pin(async move {
-            loop {
-                let r = tokio::select! {
-                    r = t.accept() => r,
-                    () = tx.closed() => return,
-                };
-                match r {
-                    Ok(c) => {
-                        if tx.send(Ok(Either::Second(c))).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "second transport stopped accepting");
-                        return;
-                    }
-                }
-            }
-        }));
+        runtime.spawn(Box::pin(accept_into(
+            Arc::clone(&first),
+            tx.clone(),
+            Either::First,
+            "first",
+        )));
+        runtime.spawn(Box::pin(accept_into(
+            Arc::clone(&second),
+            tx,
+            Either::Second,
+            "second",
+        )));
         Self {
             first,
             second,
@@ -117,6 +86,35 @@ where
 
     fn goes_second(&self, address: &str) -> bool {
         self.second_prefixes.iter().any(|p| address.starts_with(p))
+    }
+}
+
+/// Accepts links of `transport` into `tx` (as `wrap` says) until the transport fails for good
+/// (both kinds handle transient errors inside) or the `Transports` is dropped.
+async fn accept_into<T: Transport, C>(
+    transport: Arc<T>,
+    tx: mpsc::Sender<Result<C, TransportError>>,
+    wrap: fn(T::Connection) -> C,
+    which: &'static str,
+) {
+    loop {
+        // Also ends when the `Transports` is dropped, not only at the next link.
+        let accepted = tokio::select! {
+            r = transport.accept() => r,
+            () = tx.closed() => return,
+        };
+        match accepted {
+            Ok(c) => {
+                if tx.send(Ok(wrap(c))).await.is_err() {
+                    return;
+                }
+            }
+            // This one stops; the other transport goes on.
+            Err(e) => {
+                tracing::warn!(error = %e, which, "transport stopped accepting");
+                return;
+            }
+        }
     }
 }
 

@@ -262,6 +262,20 @@ impl<T: Transport + 'static, R: Runtime> Pool<T, R> {
             tracing::debug!(%peer, "send dropped: too many in flight");
             return false;
         };
+        self.spawn_send_holding(permit, peer, address, frame, timeout);
+        true
+    }
+
+    /// [`Pool::spawn_send`] with a permit the caller already holds (released when the send
+    /// ends or times out): for callers that wait for a permit rather than drop the frame.
+    pub fn spawn_send_holding(
+        &self,
+        permit: tokio::sync::OwnedSemaphorePermit,
+        peer: PeerId,
+        address: String,
+        frame: Frame,
+        timeout: std::time::Duration,
+    ) {
         let pool = self.clone();
         let runtime = self.inner.runtime.clone();
         self.inner.runtime.spawn(Box::pin(async move {
@@ -277,7 +291,6 @@ impl<T: Transport + 'static, R: Runtime> Pool<T, R> {
             }
             drop(permit);
         }));
-        true
     }
 
     /// Accepts incoming links until the transport fails (spawned on the runtime).

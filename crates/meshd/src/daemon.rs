@@ -770,12 +770,7 @@ async fn poll_loop(shared: Arc<Shared>, pins: Option<PinPolicy>, bootstrap: Vec<
             snap.pending_approvals = p.len() as u64;
         }
         if let Ok(s) = node.messenger.stats().await {
-            snap.sent_direct = s.sent_direct;
-            snap.sent_mesh = s.sent_mesh;
-            snap.received = s.received;
-            snap.duplicates = s.duplicates;
-            snap.refused = s.refused;
-            snap.events_dropped = s.events_dropped;
+            snap.messaging = s;
         }
         if let Ok(s) = node.dht.status().await {
             snap.dht_contacts = s.contacts as u64;

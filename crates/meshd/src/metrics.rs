@@ -15,12 +15,8 @@ use opentelemetry_sdk::metrics::SdkMeterProvider;
 pub(crate) struct Snapshot {
     pub links: u64,
     pub dht_contacts: u64,
-    pub sent_direct: u64,
-    pub sent_mesh: u64,
-    pub received: u64,
-    pub duplicates: u64,
-    pub refused: u64,
-    pub events_dropped: u64,
+    /// The messenger's counters.
+    pub messaging: mesh_node::MessagingStats,
     pub pending_approvals: u64,
     pub blob_requests: u64,
     pub blob_quota: u64,
@@ -111,8 +107,8 @@ impl Metrics {
             .with_description("Messages and receipts sent, by path (direct or mesh)")
             .with_callback(move |o| {
                 let v = read(&s);
-                o.observe(v.sent_direct, &[KeyValue::new("path", "direct")]);
-                o.observe(v.sent_mesh, &[KeyValue::new("path", "mesh")]);
+                o.observe(v.messaging.sent_direct, &[KeyValue::new("path", "direct")]);
+                o.observe(v.messaging.sent_mesh, &[KeyValue::new("path", "mesh")]);
             })
             .build();
         let counter = |name: &'static str, what: &'static str, f: fn(&Snapshot) -> u64| {
@@ -126,22 +122,22 @@ impl Metrics {
         let counters = vec![
             sent,
             counter("mesh.messaging.received", "New messages received", |s| {
-                s.received
+                s.messaging.received
             }),
             counter(
                 "mesh.messaging.duplicates",
                 "Copies of messages received again",
-                |s| s.duplicates,
+                |s| s.messaging.duplicates,
             ),
             counter(
                 "mesh.messaging.refused",
                 "Envelopes or frames refused (malformed, forged, rate limited)",
-                |s| s.refused,
+                |s| s.messaging.refused,
             ),
             counter(
                 "mesh.messaging.events_dropped",
                 "Incoming messages dropped because nobody read them",
-                |s| s.events_dropped,
+                |s| s.messaging.events_dropped,
             ),
         ];
         Ok(Self {

@@ -233,6 +233,26 @@ impl MeshSignaling {
         }));
     }
 
+    /// Answers the offer of exchange `exchange` from `origin`, which came over the link to
+    /// `via`, with `unreachable`.
+    async fn unreachable(
+        &self,
+        via: PeerId,
+        origin: PeerId,
+        exchange: u64,
+    ) -> Result<(), SignalingError> {
+        let via = self.link(&via).ok_or(SignalingError::Closed)?;
+        send_via(
+            via.as_ref(),
+            self.own,
+            origin,
+            UNREACHABLE,
+            exchange,
+            Vec::new(),
+        )
+        .await
+    }
+
     /// Handles the payload of a [`ProtocolId::SIGNALING`] frame received on the link to `via`:
     /// relays it, queues an offer, or completes an exchange.
     ///
@@ -246,16 +266,7 @@ impl MeshSignaling {
         }
         match msg.kind & !DELIVERED {
             OFFER if !self.accepting.load(Ordering::Relaxed) => {
-                let via = self.link(&via).ok_or(SignalingError::Closed)?;
-                send_via(
-                    via.as_ref(),
-                    self.own,
-                    msg.peer,
-                    UNREACHABLE,
-                    msg.exchange,
-                    Vec::new(),
-                )
-                .await
+                self.unreachable(via, msg.peer, msg.exchange).await
             }
             OFFER => {
                 let responder = Box::new(MeshResponder {
@@ -271,16 +282,7 @@ impl MeshSignaling {
                 if self.offers_tx.try_send(offer).is_err() {
                     // Full: say so at once rather than let the dialer wait for its timeout.
                     tracing::debug!(%via, "signaling: offer queue full, answered unreachable");
-                    let via = self.link(&via).ok_or(SignalingError::Closed)?;
-                    return send_via(
-                        via.as_ref(),
-                        self.own,
-                        msg.peer,
-                        UNREACHABLE,
-                        msg.exchange,
-                        Vec::new(),
-                    )
-                    .await;
+                    return self.unreachable(via, msg.peer, msg.exchange).await;
                 }
                 Ok(())
             }
