@@ -61,7 +61,7 @@ pub struct RedbBackend {
 /// Longest time between durable commits while [`Commit::Fast`] batches are written: what a
 /// crash may lose of them while writes go on. After the last write, fast batches are only in
 /// this process's memory until the next durable commit, `sync` or `close` (the gossip driver
-/// syncs a second after its last fast write).
+/// syncs a second after its first write not yet made durable).
 pub const FAST_DURABLE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn err(e: impl std::fmt::Display) -> KvError {
