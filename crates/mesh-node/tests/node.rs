@@ -213,3 +213,100 @@ async fn a_node_runs_every_protocol_and_comes_back_from_its_store() {
         n.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn files_reach_the_recipient_through_a_relay_and_only_the_recipient_reads_them() {
+    use mesh_node::files::{FileError, FileOffer};
+    let net = MemoryNetwork::new(TokioRuntime::current(), LinkConfig::default());
+    let ids: Vec<Arc<Identity>> = (0..3).map(|_| Arc::new(Identity::generate())).collect();
+    let maps: Vec<SharedMap> = (0..3).map(|_| SharedMap::default()).collect();
+    let (relay, _relay_events) = start(&net, &ids[0], "relay", &maps[0], vec![]).await;
+    let boot = vec![(relay.peer_id(), relay.address.clone())];
+    let (sender, mut sender_events) = start(&net, &ids[1], "sender", &maps[1], boot.clone()).await;
+    let (reader, mut reader_events) = start(&net, &ids[2], "reader", &maps[2], boot).await;
+    for n in [&sender, &reader] {
+        n.add_neighbour(relay.peer_id(), &relay.address)
+            .await
+            .unwrap();
+    }
+    relay
+        .add_neighbour(sender.peer_id(), "sender")
+        .await
+        .unwrap();
+    relay
+        .add_neighbour(reader.peer_id(), "reader")
+        .await
+        .unwrap();
+
+    // 300 KiB: several chunks and several encryption segments.
+    let content: Vec<u8> = (0..300 * 1024u32).map(|i| (i % 253) as u8).collect();
+    assert!(matches!(
+        sender
+            .send_file(
+                reader.peer_id(),
+                "../etc/passwd",
+                &content,
+                PutOptions::default()
+            )
+            .await,
+        Err(FileError::InvalidName)
+    ));
+    let (id, offer) = sender
+        .send_file(
+            reader.peer_id(),
+            "notes.bin",
+            &content,
+            PutOptions::default(),
+        )
+        .await
+        .unwrap();
+    let got = loop {
+        match message(&mut reader_events).await {
+            MessagingEvent::Message(m) if m.id == id => break m,
+            _ => {}
+        }
+    };
+    assert_eq!(got.from, sender.peer_id());
+    let received = FileOffer::decode(&got.body).expect("the body is a file offer");
+    assert_eq!(received, offer);
+    assert_eq!(received.name, "notes.bin");
+    assert_eq!(received.size, content.len() as u64);
+    // The relay, which passed the offer on, cannot read the file even with the blob.
+    relay
+        .blobs
+        .fetch(
+            offer.blob,
+            &[(sender.peer_id(), "sender".into())],
+            relay.peer_id(),
+            PutOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        relay.open_file(&offer).await,
+        Err(FileError::Private(_))
+    ));
+    // The reader has no link to the sender: it finds it through the DHT and fetches.
+    let data = reader
+        .receive_file(&received, got.from, PutOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(data, content);
+    // Stored: read again without the network, once the sender is gone.
+    sender.shutdown().await;
+    assert_eq!(reader.open_file(&received).await.unwrap(), content);
+    // An offer whose size lies is refused.
+    let mut lying = received.clone();
+    lying.size += 1;
+    assert!(matches!(
+        reader.open_file(&lying).await,
+        Err(FileError::SizeMismatch { .. })
+    ));
+    // The sender got the receipt for the offer.
+    loop {
+        if let MessagingEvent::Delivered { id: d, by } = message(&mut sender_events).await {
+            assert_eq!((d, by), (id, reader.peer_id()));
+            break;
+        }
+    }
+}

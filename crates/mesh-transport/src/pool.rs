@@ -138,6 +138,11 @@ impl<T: Transport + 'static, R: Runtime> Pool<T, R> {
         }
     }
 
+    /// The runtime the pool's tasks run on.
+    pub fn runtime(&self) -> &R {
+        &self.inner.runtime
+    }
+
     /// The address this pool advertises.
     pub fn local_address(&self) -> &str {
         &self.inner.local_address

@@ -154,12 +154,22 @@ pub(crate) async fn inbox(c: &Control, after: Option<u64>, follow: bool) -> Resu
             } else {
                 "mesh"
             };
-            println!(
-                "#{} from {} ({path}): {}",
-                m["seq"],
-                m["from"].as_str().unwrap_or_default(),
-                printable(m["text"].as_str().unwrap_or_default())
-            );
+            let from = m["from"].as_str().unwrap_or_default();
+            if let Some(f) = m["file"].as_object() {
+                println!(
+                    "#{} from {from} ({path}): file {:?}, {} bytes (meshd file get {})",
+                    m["seq"],
+                    printable(f.get("name").and_then(Value::as_str).unwrap_or_default()),
+                    f.get("size").and_then(Value::as_u64).unwrap_or(0),
+                    m["id"].as_str().unwrap_or_default(),
+                );
+            } else {
+                println!(
+                    "#{} from {from} ({path}): {}",
+                    m["seq"],
+                    printable(m["text"].as_str().unwrap_or_default())
+                );
+            }
             after = m["seq"].as_u64().or(after);
         }
         if !follow && r["more"].as_bool() != Some(true) {
@@ -336,6 +346,60 @@ pub(crate) async fn blob_get(
     tokio::fs::rename(&tmp, out).await?;
     pb.finish_and_clear();
     println!("{written} bytes written to {}", out.display());
+    Ok(())
+}
+
+pub(crate) async fn file_send(c: &Control, to: &str, file: &Path) -> Result<(), Error> {
+    let name = file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| format!("{}: no file name in UTF-8", file.display()))?;
+    let data = tokio::fs::read(file)
+        .await
+        .map_err(|e| format!("{}: {e}", file.display()))?;
+    let path = format!(
+        "/v1/files?to={to}&name={}",
+        data_encoding::HEXLOWER.encode(name.as_bytes())
+    );
+    let len = data.len() as u64;
+    let res = http::send(
+        &c.target(&path),
+        Method::POST,
+        http_body_util::Full::new(Bytes::from(data)),
+        Some(len),
+    )
+    .await?;
+    let (status, bytes) = http::collect(res, http::MAX_RESPONSE).await?;
+    check(status, &bytes)?;
+    let r: Value = serde_json::from_slice(&bytes)?;
+    println!(
+        "offered {name:?} ({len} bytes, encrypted to {to}) in message {}; blob {}",
+        r["id"].as_str().unwrap_or_default(),
+        r["blob"].as_str().unwrap_or_default()
+    );
+    Ok(())
+}
+
+pub(crate) async fn file_get(c: &Control, id: &str, out: &Path) -> Result<(), Error> {
+    let spinner = ProgressBar::new_spinner();
+    spinner.set_message("fetching from the sender, chunk by verified chunk");
+    spinner.enable_steady_tick(Duration::from_millis(120));
+    let res = http::send(
+        &c.target(&format!("/v1/files/{id}")),
+        Method::GET,
+        http_body_util::Empty::<Bytes>::new(),
+        None,
+    )
+    .await;
+    spinner.finish_and_clear();
+    let (status, bytes) = http::collect(res?, usize::MAX).await?;
+    check(status, &bytes)?;
+    let tmp = out.with_extension("part");
+    tokio::fs::write(&tmp, &bytes)
+        .await
+        .map_err(|e| format!("{}: {e}", tmp.display()))?;
+    tokio::fs::rename(&tmp, out).await?;
+    println!("{} bytes decrypted to {}", bytes.len(), out.display());
     Ok(())
 }
 

@@ -11,6 +11,8 @@
 //! | `POST /v1/dht/get` `{author, name}` | looks a record up, verified |
 //! | `PUT /v1/blobs` (body: the bytes) | stores a blob, held by this node |
 //! | `GET /v1/blobs/ID?from=PEER,...` | a blob's bytes, fetched from the peers if not stored |
+//! | `POST /v1/files?to=PEER&name=HEX` (body: the bytes) | sends a file (name in hex) |
+//! | `GET /v1/files/MESSAGE_ID` | a received file's bytes, fetched from its sender if needed |
 //! | `POST /v1/invites` `{name?, ttl_hours?}` | makes a signed invite link |
 //! | `POST /v1/invites/accept` `{link}` | verifies an invite and links to the inviter |
 //! | `POST /v1/recovery/setup` `{guardians, threshold}` | shares this node's key with guardians |
@@ -34,7 +36,8 @@ use hyper::body::{Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use mesh_blob::manifest::BlobId;
 use mesh_blob::store::PutOptions;
-use mesh_crypto::{Hash256, PeerId};
+use mesh_crypto::{Hash256, PeerId, UnixMillis};
+use mesh_node::files::FileOffer;
 use mesh_platform::invite::{BootstrapHint, DEFAULT_INVITE_TTL_MS, Invite};
 use mesh_platform::runtime::{Runtime, TokioRuntime};
 use serde::Deserialize;
@@ -45,6 +48,10 @@ use crate::http::{self, Resp};
 
 /// Largest JSON request.
 const MAX_JSON: usize = 64 * 1024;
+/// Largest file `POST /v1/files` sends (held in memory while it is encrypted).
+const MAX_FILE: usize = 64 << 20;
+/// How long a sent file is kept for its recipient to fetch.
+const FILE_HOLD_MS: u64 = 7 * 24 * 3600 * 1000;
 /// Longest wait a request may ask for.
 const MAX_WAIT: Duration = Duration::from_secs(120);
 /// How long `connect` may take.
@@ -135,6 +142,8 @@ pub(crate) async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Resp 
         (Method::POST, "/v1/dht/get") => dht_get(shared, req).await,
         (Method::PUT, "/v1/blobs") => blob_put(shared, req).await,
         (Method::GET, p) if p.starts_with("/v1/blobs/") => blob_get(shared, &req, p).await,
+        (Method::POST, "/v1/files") => file_send(shared, req).await,
+        (Method::GET, p) if p.starts_with("/v1/files/") => file_get(shared, p).await,
         (Method::POST, "/v1/invites") => invite_create(shared, req).await,
         (Method::POST, "/v1/invites/accept") => invite_accept(shared, req).await,
         (Method::POST, "/v1/recovery/setup") => recovery_setup(shared, req).await,
@@ -281,6 +290,11 @@ async fn messages(shared: &Shared, req: &Request<Incoming>) -> Result<Resp, Resp
                         "id": e.id.to_hex(),
                         "text": String::from_utf8_lossy(&e.body),
                         "direct": e.direct,
+                        "file": FileOffer::decode(&e.body).map(|f| json!({
+                            "name": f.name,
+                            "size": f.size,
+                            "blob": f.blob.to_hex(),
+                        })),
                     })
                 })
                 .collect();
@@ -414,6 +428,58 @@ async fn blob_put(shared: &Shared, req: Request<Incoming>) -> Result<Resp, Resp>
         "chunks": stored.chunks,
         "duplicate": stored.duplicate,
     })))
+}
+
+async fn file_send(shared: &Shared, req: Request<Incoming>) -> Result<Resp, Resp> {
+    let to = peer(query(&req, "to").unwrap_or_default())?;
+    let name = data_encoding::HEXLOWER_PERMISSIVE
+        .decode(query(&req, "name").unwrap_or_default().as_bytes())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| bad("name: not hex of UTF-8"))?;
+    let max = usize::try_from(shared.node.blobs.store().config().max_blob_size)
+        .unwrap_or(usize::MAX)
+        .min(MAX_FILE);
+    let data = http::read_body(req.into_body(), max)
+        .await
+        .map_err(|r| *r)?;
+    let hold = PutOptions {
+        expires_at: Some(UnixMillis(
+            TokioRuntime::current().unix_time().0 + FILE_HOLD_MS,
+        )),
+        pinned: false,
+    };
+    let (id, offer) = shared
+        .node
+        .send_file(to, &name, &data, hold)
+        .await
+        .map_err(bad)?;
+    Ok(ok(&json!({
+        "id": id.to_hex(),
+        "blob": offer.blob.to_hex(),
+        "size": offer.size,
+    })))
+}
+
+async fn file_get(shared: &Shared, path: &str) -> Result<Resp, Resp> {
+    let id = hash(&path["/v1/files/".len()..])?;
+    let (from, body) = lock(&shared.inbox)
+        .entries
+        .iter()
+        .find(|e| e.id == id)
+        .map(|e| (e.from, e.body.clone()))
+        .ok_or_else(|| http::text(StatusCode::NOT_FOUND, "no such message in the inbox"))?;
+    let offer = FileOffer::decode(&body).ok_or_else(|| bad("that message is not a file offer"))?;
+    let hold = PutOptions {
+        expires_at: None,
+        pinned: true,
+    };
+    let data = shared
+        .node
+        .receive_file(&offer, from, hold)
+        .await
+        .map_err(|e| http::text(StatusCode::BAD_GATEWAY, &e.to_string()))?;
+    Ok(Response::new(http::full(data)))
 }
 
 async fn blob_get(shared: &Shared, req: &Request<Incoming>, path: &str) -> Result<Resp, Resp> {

@@ -91,6 +91,9 @@ enum Command {
     /// Stores and fetches files.
     #[command(subcommand)]
     Blob(BlobCommand),
+    /// Sends files end-to-end encrypted, and fetches received ones.
+    #[command(subcommand)]
+    File(FileCommand),
     /// Makes and accepts signed invites.
     #[command(subcommand)]
     Invite(InviteCommand),
@@ -125,6 +128,26 @@ enum DhtCommand {
         author: String,
         /// The record's name.
         name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum FileCommand {
+    /// Encrypts FILE to PEER, keeps it here for a week, and sends PEER an offer to fetch it.
+    Send {
+        /// The recipient's peer id.
+        to: String,
+        /// The file.
+        file: PathBuf,
+    },
+    /// Fetches the file offered in inbox message ID from its sender, decrypts it and writes
+    /// it to OUTPUT.
+    Get {
+        /// The message id (64 hex digits) the inbox shows.
+        id: String,
+        /// The file to write.
+        #[arg(short, long)]
+        output: PathBuf,
     },
 }
 
@@ -234,6 +257,28 @@ async fn demo_command() -> Result<(), Error> {
     }
 }
 
+fn pin_command(files: &[PathBuf]) -> Result<(), Error> {
+    let mut failed = false;
+    for f in files {
+        match pin::pin_of_file(f) {
+            Ok((kind, pin)) => println!(
+                "{}  {} ({kind})",
+                mesh_platform::pinning::pin_to_string(&pin),
+                f.display()
+            ),
+            Err(e) => {
+                eprintln!("error: {e}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        Err("some files gave no pin".into())
+    } else {
+        Ok(())
+    }
+}
+
 async fn dispatch(cli: Cli) -> Result<(), Error> {
     let data_dir = cli.data_dir;
     let control = || client::Control::open(&data_dir);
@@ -279,6 +324,10 @@ async fn dispatch(cli: Cli) -> Result<(), Error> {
         Command::Blob(BlobCommand::Get { id, from, output }) => {
             client::blob_get(&control()?, &id, &from, &output).await
         }
+        Command::File(f) => match f {
+            FileCommand::Send { to, file } => client::file_send(&control()?, &to, &file).await,
+            FileCommand::Get { id, output } => client::file_get(&control()?, &id, &output).await,
+        },
         Command::Invite(InviteCommand::Create { name, ttl_hours }) => {
             client::invite_create(&control()?, name.as_deref(), ttl_hours).await
         }
@@ -310,27 +359,7 @@ async fn dispatch(cli: Cli) -> Result<(), Error> {
                 RecoveryCommand::Status => client::recovery_status(&c).await,
             }
         }
-        Command::Pin { files } => {
-            let mut failed = false;
-            for f in &files {
-                match pin::pin_of_file(f) {
-                    Ok((kind, pin)) => println!(
-                        "{}  {} ({kind})",
-                        mesh_platform::pinning::pin_to_string(&pin),
-                        f.display()
-                    ),
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        failed = true;
-                    }
-                }
-            }
-            if failed {
-                Err("some files gave no pin".into())
-            } else {
-                Ok(())
-            }
-        }
+        Command::Pin { files } => pin_command(&files),
         Command::Stop => client::stop(&control()?).await,
     }
 }
