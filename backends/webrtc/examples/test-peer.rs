@@ -1,6 +1,8 @@
 //! A native peer for cross-platform tests: serves HTTP signaling on loopback, prints
-//! `READY <signaling url> <peer id>`, accepts WebRTC links and echoes every frame back on the
-//! channel it came on, until stdin closes or 5 minutes pass.
+//! `READY <signaling url> <peer id>`, accepts WebRTC links and echoes every frame back, until
+//! stdin closes or 5 minutes pass. The echo's channel is chosen by the payload's first byte,
+//! not by the channel the frame came on: `0xff` goes back on the unreliable channel, anything
+//! else (and an empty payload) on the reliable one.
 //!
 //! `cargo xtask ci` starts it before the browser tests (`tests/browser.rs`).
 
@@ -37,8 +39,10 @@ async fn main() -> std::io::Result<()> {
             eprintln!("test-peer: link from {}", conn.remote());
             tokio::spawn(async move {
                 while let Ok(frame) = conn.recv().await {
-                    // Small frames come back the way they came; the unreliable channel is
-                    // exercised by frames marked with a first byte of 0xff.
+                    // A payload starting with 0xff comes back on the unreliable channel,
+                    // any other on the reliable one, whichever channel it came on. A 0xff
+                    // frame larger than one unreliable message (payload over 16,381 bytes)
+                    // cannot be echoed: the send fails, which ends that link.
                     let result = if frame.payload.first() == Some(&0xff) {
                         conn.send_unreliable(frame).await
                     } else {

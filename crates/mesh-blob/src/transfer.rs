@@ -363,6 +363,7 @@ fn serve(inner: &Arc<Shared>, incoming: Incoming, id: u64, request: Request) {
         l.check(&peer)
     };
     if !allowed {
+        tracing::debug!(%peer, "blob request over the peer's rate: dropped");
         bump(&inner.counters.rate_limited);
         inner.store.metrics().served("rate_limited");
         return;

@@ -955,6 +955,46 @@ fn check_sizes(key: &[u8], value: &[u8]) -> Result<(), KvError> {
     Ok(())
 }
 
+/// A shared store is a store: one opened store can serve a node (`Arc<dyn KvStore>`) and a
+/// [`crate::keystore::PassphraseStorage`] at once.
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+impl<S: KvStore + ?Sized> KvStore for std::sync::Arc<S> {
+    async fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
+        (**self).get(table, key).await
+    }
+
+    async fn range(
+        &self,
+        table: &str,
+        range: KeyRange,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, KvError> {
+        (**self).range(table, range, direction, limit).await
+    }
+
+    async fn apply(&self, batch: Batch) -> Result<(), KvError> {
+        (**self).apply(batch).await
+    }
+
+    async fn stats(&self, table: &str) -> Result<TableStats, KvError> {
+        (**self).stats(table).await
+    }
+
+    fn schema_version(&self) -> u32 {
+        (**self).schema_version()
+    }
+
+    async fn close(&self) -> Result<(), KvError> {
+        (**self).close().await
+    }
+
+    async fn sync(&self) -> Result<(), KvError> {
+        (**self).sync().await
+    }
+}
+
 #[cfg_attr(not(target_arch = "wasm32"), async_trait)]
 #[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
 impl<B: KvBackend> KvStore for Store<B> {

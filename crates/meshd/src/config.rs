@@ -30,6 +30,9 @@ pub(crate) struct FileConfig {
     /// Where `/metrics` is served: `"public"` (on the public listener, the default), `"off"`,
     /// or `host:port` for a listener of its own (a private interface, for instance).
     pub metrics: Option<String>,
+    /// Whether the public listener serves the web page (a browser node) at `/` (default
+    /// true).
+    pub web: Option<bool>,
     /// WebRTC settings.
     pub webrtc: Option<WebRtcSection>,
     /// Blob store limits.
@@ -90,6 +93,9 @@ pub(crate) struct RunArgs {
     /// Where `/metrics` is served: `public`, `off`, or `host:port`.
     #[arg(long, env = "MESHD_METRICS")]
     pub metrics: Option<String>,
+    /// Whether the public listener serves the web page at `/` (`true` or `false`).
+    #[arg(long, env = "MESHD_WEB")]
+    pub web: Option<bool>,
     /// Peer to join through: `PEER_ID@URL` or `URL`; repeat, or comma-separate in the
     /// environment.
     #[arg(long, env = "MESHD_BOOTSTRAP", value_delimiter = ',')]
@@ -165,6 +171,7 @@ pub(crate) struct Settings {
     pub bootstrap: Vec<Bootstrap>,
     pub log: String,
     pub metrics: MetricsAt,
+    pub web: bool,
     pub udp: Vec<String>,
     pub ice_servers: Vec<String>,
     pub accept_relayed: bool,
@@ -294,6 +301,7 @@ pub(crate) fn merge(
             .or_else(|| std::env::var("RUST_LOG").ok())
             .unwrap_or_else(|| "info".into()),
         metrics,
+        web: args.web.or(file.web).unwrap_or(true),
         udp: webrtc.udp.unwrap_or_else(|| vec!["0.0.0.0:0".into()]),
         ice_servers: webrtc.ice_servers.unwrap_or_default(),
         accept_relayed: webrtc.accept_relayed.unwrap_or(true),
@@ -326,6 +334,7 @@ mod tests {
             vec![Bootstrap::Url("http://10.0.0.1:7700/mesh/v1/signal".into())]
         );
         assert_eq!(s.metrics, MetricsAt::Public);
+        assert!(s.web, "the web page is served by default");
         let args = RunArgs {
             listen: Some("off".into()),
             log: Some("warn".into()),
@@ -333,10 +342,11 @@ mod tests {
             ..RunArgs::default()
         };
         let file = parse_file(
-            "listen = \"127.0.0.1:9000\"\nlog = \"debug\"\nmetrics = \"127.0.0.1:9100\"",
+            "listen = \"127.0.0.1:9000\"\nlog = \"debug\"\nmetrics = \"127.0.0.1:9100\"\nweb = false",
         )
         .unwrap();
         let s = merge(PathBuf::from("d"), file, args).unwrap();
+        assert!(!s.web);
         assert_eq!(s.listen, None);
         assert_eq!(s.log, "warn");
         assert_eq!(s.metrics, MetricsAt::Own("127.0.0.1:9100".parse().unwrap()));

@@ -133,6 +133,8 @@ pub(crate) struct Shared {
     pub signal: Option<SignalEndpoint>,
     /// Whether `/metrics` is on the public listener.
     pub metrics_public: bool,
+    /// Whether the public listener serves the web page.
+    pub web: bool,
     /// Configured totals of the blob store and of the DHT's records, for `/metrics`.
     pub quotas: (u64, u64),
 }
@@ -441,6 +443,7 @@ pub(crate) async fn run(settings: Settings) -> Result<(), Error> {
         metrics,
         signal: endpoint,
         metrics_public: settings.metrics == MetricsAt::Public,
+        web: settings.web,
         quotas: (
             settings.blobs.total_quota,
             settings.dht.store.total_bytes as u64,
@@ -474,6 +477,15 @@ pub(crate) async fn run(settings: Settings) -> Result<(), Error> {
     };
     if let Some(listener) = public {
         tracing::info!(address = %address, listen = %listener.local_addr()?, "public endpoint");
+        match (settings.web, crate::web::BUNDLED) {
+            (true, true) => {
+                tracing::info!(url = %format!("http://{}/", listener.local_addr()?), "web page (a browser node)");
+            }
+            (true, false) => tracing::info!(
+                "web page served without the browser node: this meshd was built without MESH_WEB_PKG (cargo xtask web)"
+            ),
+            (false, _) => {}
+        }
         servers.push(tokio::spawn(http::serve(
             listener,
             route(|s, req| Box::pin(async move { public_route(&s, req).await })),
@@ -831,7 +843,13 @@ async fn public_route(shared: &Shared, req: Request<hyper::body::Incoming>) -> R
             _ => http::text(StatusCode::SERVICE_UNAVAILABLE, "not accepting connections"),
         },
         (&Method::GET, http::ID_PATH) => {
-            http::text(StatusCode::OK, &shared.node.peer_id().to_string())
+            let mut r = http::text(StatusCode::OK, &shared.node.peer_id().to_string());
+            // Pages of other origins may bootstrap from this node too.
+            r.headers_mut().insert(
+                "access-control-allow-origin",
+                hyper::header::HeaderValue::from_static("*"),
+            );
+            r
         }
         (&Method::GET, "/health") => health(shared),
         (&Method::GET, "/metrics") if shared.metrics_public => metrics_route(shared, &req),
@@ -846,6 +864,9 @@ async fn public_route(shared: &Shared, req: Request<hyper::body::Incoming>) -> R
             }
             None => http::text(StatusCode::NOT_FOUND, "no pin set"),
         },
+        (&Method::GET, p) if shared.web => {
+            crate::web::file(p).unwrap_or_else(|| http::text(StatusCode::NOT_FOUND, "not found"))
+        }
         _ => http::text(StatusCode::NOT_FOUND, "not found"),
     }
 }

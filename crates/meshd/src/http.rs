@@ -15,8 +15,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Semaphore, watch};
 
-/// Where a node tells its peer id.
-pub(crate) const ID_PATH: &str = "/mesh/v1/id";
+pub(crate) use mesh_transport_webrtc::signaling::http::ID_PATH;
 /// Largest response body a client collects in memory (JSON answers; blobs are streamed).
 pub(crate) const MAX_RESPONSE: usize = 16 << 20;
 /// How long a client waits for a TCP connection.

@@ -17,6 +17,7 @@ mod demo;
 mod http;
 mod metrics;
 mod pin;
+mod web;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

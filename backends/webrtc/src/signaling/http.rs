@@ -17,6 +17,9 @@ use super::{IncomingOffer, Signaling, SignalingError};
 
 /// Path of the signaling endpoint.
 pub const SIGNAL_PATH: &str = "/mesh/v1/signal";
+/// Path where a node serving signaling tells its peer id as text (`meshd` does), so that a
+/// peer given only the URL can bootstrap from it (trust on first use).
+pub const ID_PATH: &str = "/mesh/v1/id";
 /// How long the endpoint waits for the local transport's answer.
 pub const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
