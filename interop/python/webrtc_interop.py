@@ -6,7 +6,8 @@ Starts the native test peer (backends/webrtc/examples/test-peer.rs), dials it fr
 through its HTTP signaling endpoint and speaks the whole link as docs/PROTOCOL.md §8 writes it:
 session descriptions, the two negotiated data channels, handshake v1 bound to the DTLS
 fingerprints, frames cut into data-channel messages, link control. The test peer echoes every
-frame on the channel it came on; each echo is compared byte for byte. Prints one line per
+frame (on the unreliable channel when its payload starts with 0xff, else on the reliable
+one); each echo is compared byte for byte. Prints one line per
 check and exits non-zero at the first failure. No STUN/TURN; every step has a deadline and the
 whole run stays under a minute.
 

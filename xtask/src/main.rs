@@ -3,7 +3,10 @@
 //! - `ci`: installs what is missing, then runs every check the project has and prints a summary.
 //! - `setup`: only the installs of `ci`.
 //! - `test-wasm`: the browser tests in headless Chromium.
-//! - `interop`: libsodium (PyNaCl) against mesh-crypto, both directions.
+//! - `web`: the browser package (`target/web/pkg`), with its size.
+//! - `e2e`: the package, then the browser node against `meshd` processes in headless Chromium.
+//! - `interop`: libsodium (PyNaCl) against mesh-crypto, both directions; aiortc against the
+//!   native WebRTC link.
 //! - `bench SUITE [--quick]`: a benchmark suite and its same-run baseline, with ratios.
 //! - `sim dht --nodes N [...]`: the DHT simulation at scale (release build), with its report.
 //! - `vectors`: regenerates the committed test vectors (crypto, platform, DHT and gossip) after
@@ -14,6 +17,7 @@
 mod bench;
 mod placeholders;
 mod steps;
+mod web;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,12 +25,15 @@ use std::process::ExitCode;
 use steps::{Ci, Outcome};
 
 const USAGE: &str =
-    "usage: cargo xtask <ci | setup | test-wasm | interop | bench SUITE [--quick] | sim dht [FLAGS] | vectors>
+    "usage: cargo xtask <ci | setup | test-wasm | web | e2e | interop | bench SUITE [--quick] | sim dht [FLAGS] | vectors>
   ci          install what is missing, run every check, print a summary (the CI entry point)
   setup       only install: wasm32 target, chromium + chromedriver, wasm-bindgen-cli, cargo-deny, promtool,
-              the Python venv with PyNaCl, the offline advisory database
+              the Python venv with PyNaCl and aiortc, the offline advisory database
   test-wasm   browser tests (wasm-bindgen-test in headless Chromium)
-  interop     libsodium (PyNaCl) checks our vectors; our code opens libsodium's envelopes
+  web         the browser package (mesh-web through wasm-bindgen into target/web/pkg), with its size
+  e2e         the package, then meshd serving it to headless Chromium (browser <-> native, files, reload)
+  interop     libsodium (PyNaCl) checks our vectors; our code opens libsodium's envelopes; aiortc
+              speaks the native WebRTC link
   bench       benchmark suites with same-run baselines: blob | crypto | storage | transport | dht | latency
   sim dht     the DHT in the deterministic simulator: --nodes N --lookups L --records R
               --churn PERCENT --loss PER_MILLE --settle SECS --seed S (release build; prints lookup success,
@@ -48,6 +55,17 @@ fn main() -> ExitCode {
         ["test-wasm"] => {
             ci.setup_wasm();
             ci.test_wasm();
+        }
+        ["web"] => {
+            ci.setup_wasm();
+            ci.step(
+                "web: browser package (wasm-bindgen, size)",
+                crate::web::build_package,
+            );
+        }
+        ["e2e"] => {
+            ci.setup_wasm();
+            ci.web();
         }
         ["interop"] => {
             ci.setup_python();

@@ -31,11 +31,15 @@ const WASM_TESTS: &[(&str, &[&str])] = &[
     // The KvStore conformance suite and the blob store's, on IndexedDB.
     ("mesh-store-indexeddb", &["web", "blob"]),
 ];
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+pub(crate) const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// Setup step for the native build's system libraries: D-Bus for btleplug (BLE on Linux).
 const NATIVE_PACKAGES: &str = "apt libdbus-1-dev + pkg-config";
 const PROMTOOL_PACKAGE: &str = "apt prometheus (promtool)";
-const CHROMIUM: &str = "/usr/bin/chromium";
+pub(crate) const CHROMIUM: &str = "/usr/bin/chromium";
+/// Setup step of the Python test peers: PyNaCl (libsodium) and aiortc (WebRTC).
+const PYTHON_VENV: &str = "python venv (PyNaCl, aiortc)";
+/// The browser package's size budget, gzipped (the original project's, for its whole app).
+pub(crate) const WEB_BUDGET_GZIP: u64 = 250 * 1024;
 
 /// How a step ended.
 pub(crate) enum Outcome {
@@ -125,6 +129,15 @@ impl Ci {
             let why = format!("not run: setup failed ({})", missing.join(", "));
             self.step(name, |_| Err(why));
         }
+    }
+
+    /// Whether the step `name` ran and passed.
+    fn last_passed(&self, name: &str) -> bool {
+        self.results
+            .iter()
+            .rev()
+            .find(|r| r.name == name)
+            .is_some_and(|r| r.result.is_ok())
     }
 
     fn setup_step(&mut self, name: &str, f: impl FnOnce(&mut Self) -> Result<Outcome, String>) {
@@ -299,7 +312,7 @@ impl Ci {
     }
 
     pub(crate) fn setup_python(&mut self) {
-        self.setup_step("python venv with PyNaCl", |c| {
+        self.setup_step(PYTHON_VENV, |c| {
             let py = c.venv_python();
             let req = c.root.join("interop/python/requirements.txt");
             let req = req.to_string_lossy().into_owned();
@@ -327,9 +340,20 @@ impl Ci {
                 ],
                 &[],
             )?;
-            let v = tool_version(&py, &["-c", "import nacl; print(nacl.__version__)"])
-                .ok_or("PyNaCl does not import")?;
-            Ok(Outcome::PassedWithNote(format!("PyNaCl {}", v.trim())))
+            let v = tool_version(
+                &py,
+                &[
+                    "-c",
+                    "import nacl, aiortc; print(nacl.__version__, aiortc.__version__)",
+                ],
+            )
+            .ok_or("PyNaCl or aiortc does not import")?;
+            let mut v = v.split_whitespace();
+            Ok(Outcome::PassedWithNote(format!(
+                "PyNaCl {}, aiortc {}",
+                v.next().unwrap_or("?"),
+                v.next().unwrap_or("?")
+            )))
         });
     }
 
@@ -447,23 +471,18 @@ impl Ci {
         });
         self.monitoring();
         self.test_wasm();
+        self.web();
         self.interop();
         self.smoke_and_deny();
     }
 
     /// Benchmark smoke runs and cargo-deny.
     fn smoke_and_deny(&mut self) {
-        self.step_needing(
-            "bench smoke (crypto, quick)",
-            &["python venv with PyNaCl"],
-            |c| {
-                crate::bench::run(c, "crypto", false, true).map(|()| {
-                    Outcome::PassedWithNote(
-                        "numbers not meaningful: debug build, 20 ms budgets".into(),
-                    )
-                })
-            },
-        );
+        self.step_needing("bench smoke (crypto, quick)", &[PYTHON_VENV], |c| {
+            crate::bench::run(c, "crypto", false, true).map(|()| {
+                Outcome::PassedWithNote("numbers not meaningful: debug build, 20 ms budgets".into())
+            })
+        });
         self.step("bench smoke (storage, quick)", |c| {
             crate::bench::run(c, "storage", false, true).map(|()| {
                 Outcome::PassedWithNote(
@@ -632,8 +651,39 @@ impl Ci {
         result
     }
 
+    /// The browser package (with its size) and the browser node end to end.
+    pub(crate) fn web(&mut self) {
+        let needs = [
+            "rustup target wasm32",
+            "apt chromium + chromedriver",
+            "install wasm-bindgen-cli",
+        ];
+        self.step_needing(
+            "web: browser package (wasm-bindgen, size)",
+            &needs[..],
+            crate::web::build_package,
+        );
+        let built = self.last_passed("web: browser package (wasm-bindgen, size)");
+        self.step_needing(
+            "e2e: browser node <-> meshd in headless Chromium",
+            &needs[..],
+            |c| {
+                if built {
+                    crate::web::e2e(c)
+                } else {
+                    Err("not run: the browser package was not built".into())
+                }
+            },
+        );
+    }
+
     pub(crate) fn interop(&mut self) {
-        let needs = ["python venv with PyNaCl"];
+        let needs = [PYTHON_VENV];
+        self.step_needing(
+            "interop: aiortc (Python WebRTC) <-> native link",
+            &needs,
+            crate::web::aiortc,
+        );
         self.step_needing("interop: libsodium checks our vectors", &needs, |c| {
             let py = c.venv_python().to_string_lossy().into_owned();
             c.run(

@@ -180,11 +180,23 @@ pub fn parse_fingerprint(text: &str) -> Option<[u8; 32]> {
     parts.next().is_none().then_some(out)
 }
 
-/// The SHA-256 fingerprint announced in an SDP (`a=fingerprint:`), session or media level.
+/// The SHA-256 fingerprint announced in an SDP (`a=fingerprint:sha-256 ...`), session or
+/// media level. Lines of other hash functions are skipped (RFC 8122 allows several; aiortc
+/// sends SHA-256, SHA-384 and SHA-512); two SHA-256 lines that differ are refused, as no
+/// single certificate matches both.
 pub fn sdp_fingerprint(sdp: &str) -> Option<[u8; 32]> {
-    sdp.lines()
-        .find_map(|l| l.trim().strip_prefix("a=fingerprint:"))
-        .and_then(parse_fingerprint)
+    let mut found = None;
+    for fp in sdp
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("a=fingerprint:"))
+        .filter_map(parse_fingerprint)
+    {
+        if found.is_some_and(|f| f != fp) {
+            return None;
+        }
+        found = Some(fp);
+    }
+    found
 }
 
 /// The channel binding of a WebRTC link: the DTLS certificate fingerprints of the offering
@@ -361,6 +373,24 @@ mod tests {
         );
         assert_eq!(sdp_fingerprint(&sdp), Some(want));
         assert_eq!(sdp_fingerprint("v=0\r\n"), None);
+        // Other hash functions first, as RFC 8122 allows: the SHA-256 line is the one.
+        let sha384 = vec!["AB"; 48].join(":");
+        let several = format!(
+            "v=0\r\na=fingerprint:sha-384 {sha384}\r\na=fingerprint:sha-256 {hex}\r\na=fingerprint:sha-256 {hex}\r\n"
+        );
+        assert_eq!(sdp_fingerprint(&several), Some(want));
+        // Only other hash functions, or two different SHA-256 values: nothing to bind.
+        assert_eq!(
+            sdp_fingerprint(&format!("a=fingerprint:sha-384 {sha384}\r\n")),
+            None
+        );
+        let other = vec!["01"; 32].join(":");
+        assert_eq!(
+            sdp_fingerprint(&format!(
+                "a=fingerprint:sha-256 {hex}\r\na=fingerprint:sha-256 {other}\r\n"
+            )),
+            None
+        );
     }
 
     #[test]
