@@ -23,6 +23,7 @@ const WASM_CRATES: &[&str] = &[
     "mesh-blob",
     "mesh-recovery",
     "mesh-node",
+    "mesh-web",
 ];
 /// Browser test targets: (package, its integration tests).
 const WASM_TESTS: &[(&str, &[&str])] = &[
@@ -30,6 +31,8 @@ const WASM_TESTS: &[(&str, &[&str])] = &[
     ("mesh-platform", &["web"]),
     // The KvStore conformance suite and the blob store's, on IndexedDB.
     ("mesh-store-indexeddb", &["web", "blob"]),
+    // The browser node's JavaScript API: sealed identities, refused input, files, closing.
+    ("mesh-web", &["web"]),
 ];
 pub(crate) const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// Setup step for the native build's system libraries: D-Bus for btleplug (BLE on Linux).
