@@ -20,6 +20,42 @@ use tokio::sync::mpsc::Receiver;
 
 use crate::messaging::{MessagingEvent, Messenger};
 
+/// Makes every link a gossip neighbour as it comes up (and again when the peer's address
+/// becomes known, which also pulls from it at once), so that what the mesh carries reaches a
+/// new peer by push at once rather than at its next pull. Ends with the pool or gossip.
+fn spawn_link_neighbours<T: Transport + 'static, R: Runtime>(
+    pool: &Pool<T, R>,
+    runtime: &R,
+    gossip: GossipHandle,
+) {
+    let weak = pool.downgrade();
+    let mut changes = pool.watch_links();
+    runtime.spawn(Box::pin(async move {
+        let mut known: std::collections::HashMap<PeerId, String> =
+            std::collections::HashMap::new();
+        loop {
+            let Some(pool) = weak.upgrade() else {
+                return;
+            };
+            let linked = pool.connected();
+            known.retain(|p, _| linked.contains(p));
+            for peer in linked {
+                let address = pool.address_of(&peer).unwrap_or_default();
+                if known.get(&peer) != Some(&address) {
+                    if gossip.add_neighbour(peer, &address).await.is_err() {
+                        return;
+                    }
+                    known.insert(peer, address);
+                }
+            }
+            drop(pool);
+            if changes.changed().await.is_err() {
+                return;
+            }
+        }
+    }));
+}
+
 /// Every table a node writes: the DHT's, gossip's, the blob store's and recovery's.
 pub const TABLES: [&str; 12] = [
     mesh_dht::persist::RECORDS_TABLE,
@@ -207,6 +243,7 @@ impl<T: Transport + 'static, R: Runtime> Node<T, R> {
             },
         )
         .await?;
+        spawn_link_neighbours(&pool, &runtime, gossip.clone());
         let (messenger, messages, gossip_other) = crate::messaging::start(
             Arc::clone(&identity),
             &pool,

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use mesh_crypto::PeerId;
 use mesh_platform::runtime::Runtime;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::frame::{decode_peer_address, encode_peer_address};
 use crate::{Connection, Frame, ProtocolId, Transport, TransportError};
@@ -64,6 +64,8 @@ struct Inner<T: Transport, R: Runtime> {
     routes: Mutex<HashMap<u8, mpsc::Sender<Incoming>>>,
     serial: AtomicU64,
     dropped: AtomicU64,
+    /// Bumped whenever a link comes up, goes down, or its peer's address becomes known.
+    changes: watch::Sender<u64>,
 }
 
 /// Runs its closure when dropped.
@@ -133,6 +135,7 @@ impl<T: Transport + 'static, R: Runtime> Pool<T, R> {
                 links: Mutex::new(HashMap::new()),
                 routes: Mutex::new(HashMap::new()),
                 serial: AtomicU64::new(1),
+                changes: watch::channel(0).0,
                 dropped: AtomicU64::new(0),
             }),
         }
@@ -349,7 +352,21 @@ impl<T: Transport + 'static, R: Runtime> Pool<T, R> {
             && links.get(peer).is_some_and(|l| l.serial == serial)
         {
             links.remove(peer);
+            drop(links);
+            self.changed();
         }
+    }
+
+    fn changed(&self) {
+        self.inner.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Wakes (`changed().await`) whenever a link comes up or goes down, or a linked peer's
+    /// advertised address becomes known: a node reacts to links as they come (making them
+    /// gossip neighbours, say) instead of polling [`Pool::connected`]. Ends (`Err`) when the
+    /// pool is gone.
+    pub fn watch_links(&self) -> watch::Receiver<u64> {
+        self.inner.changes.subscribe()
     }
 
     /// Sends our address on a new link, registers it and starts reading it; returns the link
@@ -425,6 +442,7 @@ impl<T: Transport + 'static, R: Runtime> Pool<T, R> {
                 },
             );
         }
+        self.changed();
         self.spawn_reader(peer, Arc::clone(&conn), Some(serial), address);
         Ok(conn)
     }
@@ -453,8 +471,13 @@ impl<T: Transport + 'static, R: Runtime> Pool<T, R> {
             if frame.protocol == ProtocolId::PEER {
                 match decode_peer_address(&frame.payload) {
                     Ok(a) if !a.is_empty() => {
-                        if let Ok(mut slot) = address.lock() {
+                        let new = address.lock().is_ok_and(|mut slot| {
+                            let new = *slot != a;
                             *slot = a;
+                            new
+                        });
+                        if new {
+                            self.changed();
                         }
                     }
                     Ok(_) => {}

@@ -274,3 +274,48 @@ async fn one_pool_over_two_transports_dials_each_by_address_and_accepts_from_bot
     want.sort_by_key(ToString::to_string);
     assert_eq!(peers, want);
 }
+
+#[tokio::test]
+async fn watchers_wake_when_a_link_comes_up_its_address_is_known_and_it_goes_down() {
+    let net = MemoryNetwork::new(TokioRuntime::current(), LinkConfig::default());
+    let (alice, bob) = (
+        Arc::new(Identity::generate()),
+        Arc::new(Identity::generate()),
+    );
+    let pa = pool(&net, &alice, "mem:alice");
+    let pb = pool(&net, &bob, "mem:bob");
+    let mut changes = pb.watch_links();
+    assert!(!changes.has_changed().unwrap());
+    pa.dial(bob.peer_id(), "mem:bob").await.unwrap();
+    // Bob learns of the link, then of Alice's advertised address.
+    let wait = |rx: &mut tokio::sync::watch::Receiver<u64>| {
+        let mut rx = rx.clone();
+        async move {
+            timeout(Duration::from_secs(5), rx.changed())
+                .await
+                .expect("a change within 5 s")
+                .unwrap();
+            rx
+        }
+    };
+    changes = wait(&mut changes).await;
+    for _ in 0..100 {
+        if pb.address_of(&alice.peer_id()).as_deref() == Some("mem:alice") {
+            break;
+        }
+        changes = wait(&mut changes).await;
+    }
+    assert!(pb.connected().contains(&alice.peer_id()));
+    assert_eq!(pb.address_of(&alice.peer_id()).as_deref(), Some("mem:alice"));
+    // Nothing new: no wake-up.
+    changes.mark_unchanged();
+    assert!(!changes.has_changed().unwrap());
+    pa.close_all().await;
+    for _ in 0..100 {
+        if !pb.connected().contains(&alice.peer_id()) {
+            break;
+        }
+        changes = wait(&mut changes).await;
+    }
+    assert!(!pb.connected().contains(&alice.peer_id()), "the link went");
+}

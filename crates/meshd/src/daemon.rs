@@ -61,7 +61,7 @@ pub(crate) const INBOX_LIMIT: usize = 1000;
 const RECEIPT_LIMIT: usize = 4096;
 /// Recovery events kept for `meshd recovery status`.
 const RECOVERY_LOG_LIMIT: usize = 200;
-/// How often the node's counters are polled for `/metrics` and links become neighbours.
+/// How often the node's counters are polled for `/metrics` and bootstrap links checked.
 const POLL: Duration = Duration::from_secs(2);
 /// How long requests in progress may take to finish once a shutdown starts.
 const DRAIN: Duration = Duration::from_secs(5);
@@ -724,9 +724,9 @@ async fn save_recovered(shared: &Shared, owner: PeerId) -> Result<PathBuf, Error
     Ok(path)
 }
 
-/// Polls counters for `/metrics`, makes new links gossip neighbours, reports pin expiry.
+/// Polls counters for `/metrics`, keeps bootstrap peers linked, reports pin expiry. (Links
+/// become gossip neighbours as they come up: `mesh_node::Node` does that.)
 async fn poll_loop(shared: Arc<Shared>, pins: Option<PinPolicy>, bootstrap: Vec<(PeerId, String)>) {
-    let mut neighbours = std::collections::HashSet::new();
     let mut pins_reported = Instant::now();
     // Per bootstrap peer: when to dial it again if it is not linked, and the backoff.
     let mut redial: HashMap<PeerId, (Instant, Duration)> = HashMap::new();
@@ -761,15 +761,6 @@ async fn poll_loop(shared: Arc<Shared>, pins: Option<PinPolicy>, bootstrap: Vec<
                 });
             }
         }
-        for peer in &connected {
-            if neighbours.insert(*peer) {
-                let address = node.pool.address_of(peer).unwrap_or_default();
-                if node.add_neighbour(*peer, &address).await.is_err() {
-                    return;
-                }
-            }
-        }
-        neighbours.retain(|p| connected.contains(p));
         let mut snap = Snapshot {
             links: connected.len() as u64,
             uptime_s: shared.started.elapsed().as_secs_f64(),

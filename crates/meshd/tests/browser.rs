@@ -243,9 +243,16 @@ async fn screenshot(c: &Client, name: &str) -> PathBuf {
     path
 }
 
+/// Prints how long the phase that ends now took.
+fn phase(since: &mut Instant, name: &str) {
+    println!("phase {name}: {:.1} s", since.elapsed().as_secs_f64());
+    *since = Instant::now();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Chromium, chromedriver and meshd built with MESH_WEB_PKG: `cargo xtask ci` (step e2e) runs it"]
 async fn the_browser_node_talks_to_native_nodes_and_other_browsers() {
+    let mut t = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
     let _logs = LogsOnFailure(
         ["relay", "carol", "dave"]
@@ -292,6 +299,7 @@ async fn the_browser_node_talks_to_native_nodes_and_other_browsers() {
     // the relay.
     assert!(!carol.linked_to(&a_id));
 
+    phase(&mut t, "started");
     // Native → browser, through the mesh, with a receipt.
     let sent = ok(
         &carol.dir,
@@ -300,6 +308,7 @@ async fn the_browser_node_talks_to_native_nodes_and_other_browsers() {
     assert!(sent.contains("delivered through the mesh"), "{sent}");
     wait_message(&a, "hello from carol").await;
 
+    phase(&mut t, "native to browser");
     // Browser → native.
     send_from_page(&a, &carol_id, "hello from the browser").await;
     wait_native("carol to get the browser's message", || {
@@ -316,6 +325,7 @@ async fn the_browser_node_talks_to_native_nodes_and_other_browsers() {
     );
     wait_delivered(&a, "hello from the browser").await;
 
+    phase(&mut t, "browser to native");
     // A second browser (its own profile) and the first talk through the mesh.
     let b = browser(driver_port).await;
     b.goto(&origin).await.unwrap();
@@ -335,6 +345,7 @@ async fn the_browser_node_talks_to_native_nodes_and_other_browsers() {
     .await;
     screenshot(&b, "second-browser.png").await;
 
+    phase(&mut t, "two browsers");
     // A file from dave to the browser: fetched from dave, kept in IndexedDB.
     let content: Vec<u8> = (0..300 * 1024u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
@@ -358,6 +369,7 @@ async fn the_browser_node_talks_to_native_nodes_and_other_browsers() {
     .await;
     screenshot(&a, "browser-node.png").await;
 
+    phase(&mut t, "file");
     // The sender goes away; the browser reloads: same identity (a wrong passphrase first is
     // refused), the file still there and readable from IndexedDB.
     dave.stop();
@@ -382,6 +394,7 @@ async fn the_browser_node_talks_to_native_nodes_and_other_browsers() {
     wait_xpath(&a, &format!("{row}[@data-sha256='{digest}']")).await;
     screenshot(&a, "browser-node-after-reload.png").await;
 
+    phase(&mut t, "reload");
     a.close().await.unwrap();
     b.close().await.unwrap();
     carol.stop();
