@@ -1,6 +1,7 @@
 //! Embeds the browser node's package when `MESH_WEB_PKG` names the directory `wasm-bindgen`
-//! wrote it to (`cargo xtask web` builds it and then meshd with it); without it the page says
-//! how to build one.
+//! wrote it to: `cargo xtask web` writes it to `target/web/pkg`, then
+//! `MESH_WEB_PKG=$PWD/target/web/pkg cargo build -p meshd` embeds it. Without it the page says
+//! how.
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(mesh_web_pkg)");

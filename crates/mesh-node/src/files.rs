@@ -16,7 +16,7 @@
 
 use mesh_blob::manifest::BlobId;
 use mesh_blob::private::{PrivateError, encrypted_len, get_private, put_private};
-use mesh_blob::store::PutOptions;
+use mesh_blob::store::{BlobConfig, PutOptions};
 use mesh_blob::transfer::FetchError;
 use mesh_crypto::{Hash256, PeerId};
 use mesh_platform::runtime::Runtime;
@@ -29,8 +29,30 @@ use crate::node::Node;
 pub const FILE_MAGIC: [u8; 4] = [0x00, b'm', b'f', 0x01];
 /// Longest file name, in bytes.
 pub const MAX_NAME_LEN: usize = 255;
-/// Longest key envelope accepted in an offer (one is about 200 bytes).
+/// Longest key envelope accepted in an offer (one is 270 bytes).
 pub const MAX_KEY_LEN: usize = 1024;
+/// Largest size an offer may announce: 2^48 bytes, far above any blob a store takes, and low
+/// enough that its encrypted size cannot overflow.
+pub const MAX_OFFER_SIZE: u64 = 1 << 48;
+/// How long a sender keeps a file for its recipient to fetch (a week), by default.
+pub const DEFAULT_HOLD_MS: u64 = 7 * 24 * 3600 * 1000;
+
+/// The largest file a store with `config` can keep encrypted: the largest plaintext whose
+/// encrypted size fits `config.max_blob_size` (0 when not even an empty one does).
+pub fn max_file_len(config: &BlobConfig) -> u64 {
+    // encrypted_len only grows: binary search for the last length that fits.
+    let max = config.max_blob_size;
+    let (mut lo, mut hi) = (0u64, max.min(MAX_OFFER_SIZE));
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        if encrypted_len(mid) <= max {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    lo
+}
 
 /// A file offered in a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,16 +93,28 @@ pub enum FileError {
     },
 }
 
-/// Whether `name` may name a file: 1 to [`MAX_NAME_LEN`] bytes, not `.` or `..`, without
-/// path separators or control characters (a name is shown and saved by the recipient).
+/// Whether `name` may name a file: 1 to [`MAX_NAME_LEN`] bytes; not `.` or `..`, nor ending in
+/// a dot or a space; without path separators, characters Windows refuses in names
+/// (`<>:"|?*`), control characters, or the invisible formatting characters that reorder or
+/// hide text (bidirectional overrides such as U+202E, which would show `cod.exe` as
+/// `exe.doc`; zero-width characters; the byte order mark). A name is shown and saved by the
+/// recipient; applications still choose where to save it.
 pub fn valid_name(name: &str) -> bool {
+    const FORMATTING: [(char, char); 5] = [
+        ('\u{061c}', '\u{061c}'),
+        ('\u{200b}', '\u{200f}'),
+        ('\u{202a}', '\u{202e}'),
+        ('\u{2060}', '\u{2069}'),
+        ('\u{feff}', '\u{feff}'),
+    ];
     !name.is_empty()
         && name.len() <= MAX_NAME_LEN
-        && name != "."
-        && name != ".."
-        && !name
-            .chars()
-            .any(|c| c == '/' || c == '\\' || c.is_control())
+        && !name.ends_with(['.', ' '])
+        && !name.chars().any(|c| {
+            c.is_control()
+                || "/\\<>:\"|?*".contains(c)
+                || FORMATTING.iter().any(|(lo, hi)| (*lo..=*hi).contains(&c))
+        })
 }
 
 impl FileOffer {
@@ -91,6 +125,7 @@ impl FileOffer {
         out.extend_from_slice(&FILE_MAGIC);
         out.extend_from_slice(&self.blob.0.0);
         out.extend_from_slice(&self.size.to_le_bytes());
+        debug_assert!(valid_name(&self.name), "offers are made with valid names");
         // valid_name bounds it by MAX_NAME_LEN (255); a longer name is cut at a char boundary.
         let mut end = name.len().min(MAX_NAME_LEN);
         while !self.name.is_char_boundary(end) {
@@ -112,12 +147,13 @@ impl FileOffer {
         let (&name_len, rest) = rest.split_first()?;
         let (name, key) = rest.split_at_checked(usize::from(name_len))?;
         let name = std::str::from_utf8(name).ok()?;
-        if !valid_name(name) || key.is_empty() || key.len() > MAX_KEY_LEN {
+        let size = u64::from_le_bytes(*size);
+        if !valid_name(name) || key.is_empty() || key.len() > MAX_KEY_LEN || size > MAX_OFFER_SIZE {
             return None;
         }
         Some(Self {
             blob: BlobId(Hash256(*blob)),
-            size: u64::from_le_bytes(*size),
+            size,
             name: name.to_string(),
             key: key.to_vec(),
         })
@@ -181,19 +217,28 @@ impl<T: Transport + 'static, R: Runtime> Node<T, R> {
         from: PeerId,
         hold: PutOptions,
     ) -> Result<Vec<u8>, FileError> {
-        if !self
-            .blobs
-            .store()
+        let store = self.blobs.store();
+        if store
             .contains(&offer.blob)
             .await
             .map_err(PrivateError::from)?
         {
-            let address = self.locate(from).await.ok().flatten().unwrap_or_default();
-            self.blobs
-                .fetch(offer.blob, &[(from, address)], self.peer_id(), hold)
-                .await?;
+            return self.open_file(offer).await;
         }
-        self.open_file(offer).await
+        let address = match self.pool.address_of(&from) {
+            Some(a) => a,
+            None => self.locate(from).await.ok().flatten().unwrap_or_default(),
+        };
+        self.blobs
+            .fetch(offer.blob, &[(from, address)], self.peer_id(), hold)
+            .await?;
+        let opened = self.open_file(offer).await;
+        if opened.is_err() {
+            // Not what was offered (a sender that lies about the size, or a key for someone
+            // else): drop this node's hold rather than keep an unreadable blob.
+            let _ = store.delete(&offer.blob, &self.peer_id()).await;
+        }
+        opened
     }
 
     /// The content of a file this node has stored (after [`Node::receive_file`]), decrypted.
@@ -262,6 +307,32 @@ mod tests {
         let mut big = offer("a").encode();
         big.extend_from_slice(&[0; MAX_KEY_LEN]);
         assert_eq!(FileOffer::decode(&big), None);
+        // A size no store could hold (its encrypted size would overflow).
+        let mut huge = offer("a");
+        huge.size = u64::MAX;
+        assert_eq!(FileOffer::decode(&huge.encode()), None);
+        huge.size = MAX_OFFER_SIZE;
+        assert!(FileOffer::decode(&huge.encode()).is_some());
+    }
+
+    #[test]
+    fn the_largest_file_fits_the_store_exactly() {
+        for max in [10 << 20, 65_536 + 40, 1, 1000, 64 << 20] {
+            let config = BlobConfig {
+                max_blob_size: max,
+                ..BlobConfig::default()
+            };
+            let n = max_file_len(&config);
+            // 0 when not even an empty file fits (1 byte).
+            assert!(
+                encrypted_len(n) <= max || (n == 0 && max < encrypted_len(0)),
+                "{max}"
+            );
+            assert!(
+                n == 0 || encrypted_len(n + 1) > max,
+                "{max}: {n} is the largest"
+            );
+        }
     }
 
     #[test]
@@ -269,7 +340,22 @@ mod tests {
         assert!(valid_name("photo.jpg"));
         assert!(valid_name(&"é".repeat(127)));
         assert!(!valid_name(&"é".repeat(128)));
-        for bad in ["", ".", "..", "a/b", "c:\\x", "tab\there", "nul\0"] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "c:\\x",
+            "tab\there",
+            "nul\0",
+            "invoice\u{202e}fdp.exe",
+            "zero\u{200b}width",
+            "trailing.",
+            "trailing ",
+            "what?",
+            "a:b",
+            "\u{feff}bom",
+        ] {
             assert!(!valid_name(bad), "{bad:?}");
         }
     }

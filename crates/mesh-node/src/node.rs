@@ -31,8 +31,7 @@ fn spawn_link_neighbours<T: Transport + 'static, R: Runtime>(
     let weak = pool.downgrade();
     let mut changes = pool.watch_links();
     runtime.spawn(Box::pin(async move {
-        let mut known: std::collections::HashMap<PeerId, String> =
-            std::collections::HashMap::new();
+        let mut known: std::collections::HashMap<PeerId, String> = std::collections::HashMap::new();
         loop {
             let Some(pool) = weak.upgrade() else {
                 return;

@@ -956,7 +956,8 @@ fn check_sizes(key: &[u8], value: &[u8]) -> Result<(), KvError> {
 }
 
 /// A shared store is a store: one opened store can serve a node (`Arc<dyn KvStore>`) and a
-/// [`crate::keystore::PassphraseStorage`] at once.
+/// [`crate::keystore::PassphraseStorage`] at once. Every call goes to the shared store
+/// (`close` through one handle closes it for all).
 #[cfg_attr(not(target_arch = "wasm32"), async_trait)]
 #[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
 impl<S: KvStore + ?Sized> KvStore for std::sync::Arc<S> {
@@ -992,6 +993,14 @@ impl<S: KvStore + ?Sized> KvStore for std::sync::Arc<S> {
 
     async fn sync(&self) -> Result<(), KvError> {
         (**self).sync().await
+    }
+
+    async fn put(&self, table: &'static str, key: &[u8], value: &[u8]) -> Result<(), KvError> {
+        (**self).put(table, key, value).await
+    }
+
+    async fn delete(&self, table: &'static str, key: &[u8]) -> Result<(), KvError> {
+        (**self).delete(table, key).await
     }
 }
 

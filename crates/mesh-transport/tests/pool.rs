@@ -306,7 +306,10 @@ async fn watchers_wake_when_a_link_comes_up_its_address_is_known_and_it_goes_dow
         changes = wait(&mut changes).await;
     }
     assert!(pb.connected().contains(&alice.peer_id()));
-    assert_eq!(pb.address_of(&alice.peer_id()).as_deref(), Some("mem:alice"));
+    assert_eq!(
+        pb.address_of(&alice.peer_id()).as_deref(),
+        Some("mem:alice")
+    );
     // Nothing new: no wake-up.
     changes.mark_unchanged();
     assert!(!changes.has_changed().unwrap());

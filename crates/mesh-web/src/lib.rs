@@ -15,12 +15,19 @@
 //! ```
 //!
 //! The identity's seed is kept in the same IndexedDB database, sealed with the passphrase
-//! (Argon2id, XChaCha20-Poly1305: `mesh_platform::keystore`); nothing readable is stored.
+//! (Argon2id, XChaCha20-Poly1305: `mesh_platform::keystore`). Files are kept encrypted to this
+//! node; the list of files (names, peers, sizes, times) and the node's protocol state are not
+//! encrypted at rest.
 //!
 //! A browser cannot take incoming offers, so it links to peers it can dial (nodes with an
 //! HTTP signaling endpoint, such as `meshd`) and reaches everyone else through the mesh.
 //! Files it sends are fetched over the links it has: it links to the recipient first when
-//! the recipient can be dialed.
+//! the recipient can be dialed. (So two browsers can message each other but not send each
+//! other files, and a browser fetches files only from senders it can dial.)
+//!
+//! Recovery: the guardian's side (agree to guard, see requests with their codes, approve,
+//! deny) and protecting this node's key. Recovering a lost key on a new device is not in the
+//! browser API (`meshd recovery start` does it).
 
 //!
 //! Errors: every method that fails rejects with a JavaScript `Error` whose `name` says what
@@ -34,7 +41,6 @@
 #![allow(clippy::missing_errors_doc)]
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,13 +48,13 @@ use std::time::Duration;
 use js_sys::{Array, Object, Reflect, Uint8Array};
 use mesh_blob::store::PutOptions;
 use mesh_crypto::{Hash256, Identity, PeerId, UnixMillis};
-use mesh_node::files::{FileOffer, valid_name};
+use mesh_node::files::{DEFAULT_HOLD_MS, FileError, FileOffer, max_file_len, valid_name};
 use mesh_node::node::TABLES;
 use mesh_node::{MessagingEvent, Node, NodeBuilder, NodeEvents};
 use mesh_platform::keystore::{
     KEYSTORE_TABLE, KdfParams, KeystoreError, PassphraseStorage, load_identity, save_identity,
 };
-use mesh_platform::kv::{Direction, KeyRange, KvStore, Schema, Store};
+use mesh_platform::kv::{Batch, Direction, KeyRange, KvStore, Schema, Store};
 use mesh_platform::runtime::{Runtime, WasmRuntime};
 use mesh_store_indexeddb::IndexedDbBackend;
 use mesh_transport::Connection;
@@ -60,14 +66,16 @@ use wasm_bindgen_futures::JsFuture;
 
 /// The IndexedDB database used when none is named.
 pub const DEFAULT_DATABASE: &str = "mesh";
-/// Table of the files this node sent and was offered (see [`FileRecord`]).
+/// Table of the files this node sent and was offered, newest last: key `at u64 BE | message
+/// id [32]`, value a [`FileRecord`].
 pub const FILES_TABLE: &str = "web/files";
+/// Index of [`FILES_TABLE`]: message id → its `at u64 BE`.
+pub const FILE_IDS_TABLE: &str = "web/file-ids";
+/// Files recorded at most; past it, the oldest offer not fetched makes room (or a new offer
+/// is reported but not recorded).
+pub const MAX_FILES: u64 = 1000;
 /// Longest text message, in bytes (what one message carries).
 pub const MAX_TEXT_LEN: usize = mesh_node::messaging::MAX_BODY_LEN;
-/// Largest file sent from the page (held in memory while it is encrypted).
-pub const MAX_FILE_LEN: usize = 64 << 20;
-/// How long a sent file is kept for its recipient to fetch.
-const FILE_HOLD_MS: u64 = 7 * 24 * 3600 * 1000;
 /// Files listed at most.
 const MAX_FILES_LISTED: usize = 1000;
 /// How long `status` waits for each link's ping.
@@ -75,8 +83,8 @@ const PING_TIMEOUT: Duration = Duration::from_secs(2);
 /// Verification codes of recovery requests remembered at most.
 const MAX_CODES: usize = 256;
 
-const fn web_tables() -> [&'static str; TABLES.len() + 2] {
-    let mut t = [""; TABLES.len() + 2];
+const fn web_tables() -> [&'static str; TABLES.len() + 3] {
+    let mut t = [""; TABLES.len() + 3];
     let mut i = 0;
     while i < TABLES.len() {
         t[i] = TABLES[i];
@@ -84,10 +92,11 @@ const fn web_tables() -> [&'static str; TABLES.len() + 2] {
     }
     t[TABLES.len()] = KEYSTORE_TABLE;
     t[TABLES.len() + 1] = FILES_TABLE;
+    t[TABLES.len() + 2] = FILE_IDS_TABLE;
     t
 }
 
-static WEB_TABLES: [&str; TABLES.len() + 2] = web_tables();
+static WEB_TABLES: [&str; TABLES.len() + 3] = web_tables();
 
 /// The browser node's IndexedDB schema: the node's tables, the keystore's, and the files list.
 pub static WEB_SCHEMA: Schema = Schema {
@@ -103,7 +112,8 @@ export type MeshEvent =
   | { type: "message"; id: string; from: string; text: string; direct: boolean }
   | { type: "file"; id: string; from: string; name: string; size: number; direct: boolean }
   | { type: "delivered"; id: string; by: string }
-  | { type: "recovery"; event: string; owner?: string; requester?: string; requestId?: string; code?: string; detail: string };
+  | { type: "recovery"; event: string; owner?: string; requester?: string; requestId?: string; code?: string; detail: string }
+  | { type: "other"; detail: string };
 
 /** A file this node sent or was offered. */
 export interface FileEntry {
@@ -123,7 +133,7 @@ export interface FileEntry {
 /** One link. */
 export interface LinkStatus {
   peer: string;
-  /** Smoothed round-trip time in milliseconds, once measured. */
+  /** Smoothed round-trip time in milliseconds, as last measured (status() sends a ping to refresh it). */
   rttMs?: number;
   /** Fraction of pings lost, 0 to 1. */
   loss: number;
@@ -176,6 +186,53 @@ fn keystore(e: KeystoreError) -> JsValue {
         KeystoreError::WrongPassphrase => error("WrongPassphrase", "wrong passphrase"),
         e => error("Storage", e),
     }
+}
+
+/// A file operation's error under its name: `InvalidInput` (too large, bad name), `Storage`
+/// (quota, IndexedDB), `Undecryptable` (not for this node, altered, or not what was offered),
+/// `Unreachable` (the sender could not be reached or does not have it), `Closed`.
+fn file_error(e: FileError) -> JsValue {
+    use mesh_blob::BlobError;
+    use mesh_blob::private::PrivateError;
+    use mesh_blob::transfer::FetchError;
+    let store = |e: &BlobError| match e {
+        BlobError::TooLarge { .. } => "InvalidInput",
+        BlobError::OwnerQuota { .. } | BlobError::TotalQuota { .. } | BlobError::Storage(_) => {
+            "Storage"
+        }
+        _ => "Undecryptable",
+    };
+    let name = match &e {
+        FileError::InvalidName => "InvalidInput",
+        FileError::Private(PrivateError::Store(b)) | FileError::Fetch(FetchError::Store(b)) => {
+            store(b)
+        }
+        FileError::Private(_) | FileError::SizeMismatch { .. } => "Undecryptable",
+        FileError::Fetch(FetchError::Stopped)
+        | FileError::Messaging(mesh_node::MessagingError::Stopped) => "Closed",
+        _ => "Unreachable",
+    };
+    error(name, e)
+}
+
+fn messaging_error(e: mesh_node::MessagingError) -> JsValue {
+    use mesh_node::MessagingError as E;
+    let name = match &e {
+        E::TooLarge(_) | E::ToSelf => "InvalidInput",
+        E::Stopped => "Closed",
+        _ => "Unreachable",
+    };
+    error(name, e)
+}
+
+fn recovery_error(e: mesh_recovery::driver::DriverError) -> JsValue {
+    use mesh_recovery::driver::DriverError as E;
+    let name = match &e {
+        E::Stopped => "Closed",
+        E::Storage(_) => "Storage",
+        _ => "InvalidInput",
+    };
+    error(name, e)
 }
 
 fn peer(text: &str) -> Result<PeerId, JsValue> {
@@ -252,7 +309,7 @@ impl FileRecord {
     }
 
     fn decode(bytes: &[u8]) -> Option<Self> {
-        let (&[1, dir], rest) = bytes.split_first_chunk::<2>()? else {
+        let (&[1, dir @ (0 | 1)], rest) = bytes.split_first_chunk::<2>()? else {
             return None;
         };
         let (peer, rest) = rest.split_first_chunk::<32>()?;
@@ -270,8 +327,10 @@ struct Inner {
     node: WebNode,
     events: Mutex<NodeEvents>,
     /// Verification codes of recovery requests, from their `ApprovalNeeded` events.
-    codes: RefCell<HashMap<Hash256, String>>,
+    codes: RefCell<std::collections::VecDeque<(Hash256, String)>>,
     closed: std::cell::Cell<bool>,
+    /// Wakes a pending `nextEvent` when the node closes.
+    closing: tokio::sync::Notify,
 }
 
 /// A mesh node running in this page.
@@ -364,8 +423,9 @@ impl MeshNode {
             inner: Rc::new(Inner {
                 node,
                 events: Mutex::new(events),
-                codes: RefCell::new(HashMap::new()),
+                codes: RefCell::new(std::collections::VecDeque::new()),
                 closed: std::cell::Cell::new(false),
+                closing: tokio::sync::Notify::new(),
             }),
         })
     }
@@ -423,7 +483,7 @@ impl MeshNode {
             .messenger
             .send(to, text.as_bytes())
             .await
-            .map_err(|e| error("Unreachable", e))?;
+            .map_err(messaging_error)?;
         Ok(id.to_hex())
     }
 
@@ -434,16 +494,22 @@ impl MeshNode {
         &self,
         to: String,
         name: String,
-        data: Vec<u8>,
+        data: Uint8Array,
     ) -> Result<String, JsValue> {
         let node = self.node()?;
         let to = peer(&to)?;
         if !valid_name(&name) {
             return Err(invalid(format!("{name:?} is not a valid file name")));
         }
-        if data.len() > MAX_FILE_LEN {
-            return Err(invalid(format!("files over {MAX_FILE_LEN} bytes")));
+        // Checked before the bytes are copied into this module's memory.
+        let max = self.max_file_size();
+        if u64::from(data.length()) > max {
+            return Err(invalid(format!(
+                "the file has {} bytes; this node keeps files of at most {max}",
+                data.length()
+            )));
         }
+        let data = data.to_vec();
         // The recipient fetches over a link: make one when the recipient can be dialed
         // (a browser cannot take a link it did not make).
         if !node.pool.connected().contains(&to)
@@ -453,39 +519,96 @@ impl MeshNode {
         }
         let now = node.pool.runtime().unix_time();
         let hold = PutOptions {
-            expires_at: Some(UnixMillis(now.0 + FILE_HOLD_MS)),
+            expires_at: Some(UnixMillis(now.0 + DEFAULT_HOLD_MS)),
             pinned: false,
         };
         let (id, offer) = node
             .send_file(to, &name, &data, hold)
             .await
-            .map_err(|e| error("Unreachable", e))?;
+            .map_err(file_error)?;
         let record = FileRecord {
             sent: true,
             peer: to,
             at: now,
             offer,
         };
-        node.store
-            .put(FILES_TABLE, id.as_bytes(), &record.encode())
-            .await
-            .map_err(storage)?;
+        self.remember(&id, &record).await?;
         Ok(id.to_hex())
+    }
+
+    /// The largest file this node sends or keeps, in bytes (its blob store's limit, less the
+    /// encryption's overhead).
+    #[wasm_bindgen(getter, js_name = maxFileSize)]
+    pub fn max_file_size(&self) -> u64 {
+        max_file_len(self.inner.node.blobs.store().config())
+    }
+
+    /// Records a file under message `id`, making room if [`MAX_FILES`] are recorded: the
+    /// oldest offer received and not fetched goes. False when there is no room (every file
+    /// recorded was sent or fetched).
+    async fn remember(&self, id: &Hash256, record: &FileRecord) -> Result<bool, JsValue> {
+        let store = &self.node()?.store;
+        if store.stats(FILES_TABLE).await.map_err(storage)?.entries >= MAX_FILES {
+            let oldest = store
+                .range(FILES_TABLE, KeyRange::all(), Direction::Forward, 256)
+                .await
+                .map_err(storage)?;
+            let mut evicted = false;
+            for (key, value) in oldest {
+                let Some(r) = FileRecord::decode(&value) else {
+                    continue;
+                };
+                let stored = self
+                    .inner
+                    .node
+                    .blobs
+                    .store()
+                    .contains(&r.offer.blob)
+                    .await
+                    .map_err(storage)?;
+                if !r.sent && !stored {
+                    let mut b = Batch::new();
+                    b.delete(FILES_TABLE, key.as_slice());
+                    b.delete(FILE_IDS_TABLE, &key[8..]);
+                    store.apply(b).await.map_err(storage)?;
+                    evicted = true;
+                    break;
+                }
+            }
+            if !evicted {
+                return Ok(false);
+            }
+        }
+        let at = record.at.0.to_be_bytes();
+        let mut key = at.to_vec();
+        key.extend_from_slice(id.as_bytes());
+        let mut b = Batch::new();
+        b.put(FILES_TABLE, key, record.encode());
+        b.put(FILE_IDS_TABLE, id.as_bytes(), at);
+        store.apply(b).await.map_err(storage)?;
+        Ok(true)
     }
 
     /// The next event: a message, a file offered, a receipt, or a recovery event; `undefined`
     /// once the node is closed. Call it in a loop (events wait, up to a limit, until read).
     #[wasm_bindgen(js_name = nextEvent, unchecked_return_type = "MeshEvent | undefined")]
     pub async fn next_event(&self) -> Result<JsValue, JsValue> {
-        let inner = Rc::clone(&self.inner);
-        let mut events = inner.events.lock().await;
+        if self.inner.closed.get() {
+            return Ok(JsValue::UNDEFINED);
+        }
+        let mut events = self.inner.events.lock().await;
         let events = &mut *events;
+        // Either channel may end on its own (a driver that stopped): the other still reports.
         tokio::select! {
-            m = events.messages.recv() => match m {
-                Some(m) => self.message_event(m).await,
-                None => Ok(JsValue::UNDEFINED),
-            },
-            r = events.recovery.recv() => Ok(r.map_or(JsValue::UNDEFINED, |r| self.recovery_event(&r))),
+            Some(m) = events.messages.recv() => {
+                if self.inner.closed.get() {
+                    return Ok(JsValue::UNDEFINED);
+                }
+                self.message_event(m).await
+            }
+            Some(r) = events.recovery.recv() => Ok(self.recovery_event(&r)),
+            () = self.inner.closing.notified() => Ok(JsValue::UNDEFINED),
+            else => Ok(JsValue::UNDEFINED),
         }
     }
 
@@ -500,11 +623,9 @@ impl MeshNode {
                         at: node.pool.runtime().unix_time(),
                         offer,
                     };
-                    node.store
-                        .put(FILES_TABLE, m.id.as_bytes(), &record.encode())
-                        .await
-                        .map_err(storage)?;
+                    let recorded = self.remember(&m.id, &record).await?;
                     object(&[
+                        ("recorded", recorded.into()),
                         ("type", "file".into()),
                         ("id", m.id.to_hex().into()),
                         ("from", m.from.to_string().into()),
@@ -554,9 +675,11 @@ impl MeshNode {
             } => {
                 let mut codes = self.inner.codes.borrow_mut();
                 if codes.len() >= MAX_CODES {
-                    codes.clear();
+                    // The oldest goes (a request that old has likely been decided).
+                    codes.pop_front();
                 }
-                codes.insert(*request_id, code.clone());
+                codes.retain(|(id, _)| id != request_id);
+                codes.push_back((*request_id, code.clone()));
                 fields.extend([
                     ("requestId", request_id.to_hex().into()),
                     ("owner", owner.to_string().into()),
@@ -590,16 +713,14 @@ impl MeshNode {
             .range(
                 FILES_TABLE,
                 KeyRange::all(),
-                Direction::Forward,
+                Direction::Reverse,
                 MAX_FILES_LISTED,
             )
             .await
             .map_err(storage)?;
-        let mut records: Vec<(Vec<u8>, FileRecord)> = rows
+        let records = rows
             .into_iter()
-            .filter_map(|(k, v)| Some((k, FileRecord::decode(&v)?)))
-            .collect();
-        records.sort_by_key(|(_, r)| std::cmp::Reverse(r.at));
+            .filter_map(|(k, v)| Some((k, FileRecord::decode(&v)?)));
         let list = Array::new();
         for (key, r) in records {
             let stored = node
@@ -609,7 +730,7 @@ impl MeshNode {
                 .await
                 .map_err(storage)?;
             list.push(&object(&[
-                ("id", data_encoding::HEXLOWER.encode(&key).into()),
+                ("id", data_encoding::HEXLOWER.encode(&key[8..]).into()),
                 ("peer", r.peer.to_string().into()),
                 ("direction", if r.sent { "sent" } else { "received" }.into()),
                 ("name", r.offer.name.into()),
@@ -623,13 +744,19 @@ impl MeshNode {
 
     async fn record(&self, id: &str) -> Result<FileRecord, JsValue> {
         let id = hash(id)?;
-        let bytes = self
-            .node()?
-            .store
-            .get(FILES_TABLE, id.as_bytes())
+        let store = &self.node()?.store;
+        let at = store
+            .get(FILE_IDS_TABLE, id.as_bytes())
             .await
             .map_err(storage)?
             .ok_or_else(|| invalid("no file with that id"))?;
+        let mut key = at;
+        key.extend_from_slice(id.as_bytes());
+        let bytes = store
+            .get(FILES_TABLE, &key)
+            .await
+            .map_err(storage)?
+            .ok_or_else(|| storage("the file index names a missing record"))?;
         FileRecord::decode(&bytes).ok_or_else(|| storage("a stored file record is corrupt"))
     }
 
@@ -649,7 +776,7 @@ impl MeshNode {
             .node()?
             .receive_file(&r.offer, r.peer, hold)
             .await
-            .map_err(|e| error("Unreachable", e))?;
+            .map_err(file_error)?;
         Ok(Uint8Array::from(data.as_slice()))
     }
 
@@ -664,11 +791,17 @@ impl MeshNode {
             .node()?
             .open_file(&r.offer)
             .await
-            .map_err(|e| error("NotStored", e))?;
+            .map_err(|e| match e {
+                FileError::Private(mesh_blob::private::PrivateError::Store(
+                    mesh_blob::BlobError::NotFound(_),
+                )) => error("NotStored", "not stored here: fetch it first"),
+                e => file_error(e),
+            })?;
         Ok(Uint8Array::from(data.as_slice()))
     }
 
-    /// Links (with their round-trip time, measured now), DHT, storage and messaging figures.
+    /// Links (with their round-trip time as last measured; a ping goes out on each link to
+    /// refresh it, bounded by 2 s), DHT, storage and messaging figures.
     #[wasm_bindgen(unchecked_return_type = "NodeStatus")]
     pub async fn status(&self) -> Result<JsValue, JsValue> {
         let node = self.node()?;
@@ -745,9 +878,18 @@ impl MeshNode {
     pub async fn recovery_protect(
         &self,
         guardians: Vec<String>,
-        threshold: u8,
+        threshold: u32,
     ) -> Result<String, JsValue> {
         let node = self.node()?;
+        let threshold = u8::try_from(threshold)
+            .ok()
+            .filter(|k| *k >= 1 && usize::from(*k) <= guardians.len())
+            .ok_or_else(|| {
+                invalid(format!(
+                    "threshold {threshold}: 1 to the number of guardians ({})",
+                    guardians.len()
+                ))
+            })?;
         let mut list = Vec::with_capacity(guardians.len());
         for g in &guardians {
             let g = peer(g)?;
@@ -758,7 +900,7 @@ impl MeshNode {
             .recovery
             .protect(list, threshold)
             .await
-            .map_err(invalid)?;
+            .map_err(recovery_error)?;
         Ok(data_encoding::HEXLOWER.encode(&set))
     }
 
@@ -769,7 +911,7 @@ impl MeshNode {
             .recovery
             .allow_owner(peer(&owner)?, allow)
             .await
-            .map_err(|e| error("Closed", e))
+            .map_err(recovery_error)
     }
 
     /// Recovery requests waiting for this guardian's user, with the code the new device
@@ -792,8 +934,9 @@ impl MeshNode {
                 (
                     "code",
                     codes
-                        .get(&id)
-                        .map_or(JsValue::UNDEFINED, |c| c.clone().into()),
+                        .iter()
+                        .find(|(r, _)| *r == id)
+                        .map_or(JsValue::UNDEFINED, |(_, c)| c.clone().into()),
                 ),
             ]));
         }
@@ -807,7 +950,7 @@ impl MeshNode {
             .recovery
             .approve(hash(&request_id)?)
             .await
-            .map_err(invalid)
+            .map_err(recovery_error)
     }
 
     /// Denies recovery request `requestId`.
@@ -817,7 +960,7 @@ impl MeshNode {
             .recovery
             .deny(hash(&request_id)?)
             .await
-            .map_err(invalid)
+            .map_err(recovery_error)
     }
 
     /// What this browser's origin may store and has stored (`navigator.storage.estimate()`),
@@ -836,6 +979,7 @@ impl MeshNode {
         if self.inner.closed.replace(true) {
             return Ok(());
         }
+        self.inner.closing.notify_waiters();
         let node = &self.inner.node;
         node.shutdown().await;
         node.store.close().await.map_err(storage)

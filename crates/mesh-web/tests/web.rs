@@ -23,6 +23,10 @@ fn db(name: &str) -> Option<String> {
     Some(format!("mesh-web-test-{name}-{}", js_sys::Math::random()))
 }
 
+fn bytes(b: &[u8]) -> js_sys::Uint8Array {
+    js_sys::Uint8Array::from(b)
+}
+
 fn error_name(e: &JsValue) -> String {
     e.dyn_ref::<js_sys::Error>()
         .map(|e| String::from(e.name()))
@@ -89,7 +93,7 @@ async fn bad_input_is_refused_with_named_errors_and_a_closed_node_stays_closed()
     );
     assert_eq!(
         refused(
-            node.send_file(friend.clone(), "../up.txt".into(), vec![1, 2, 3])
+            node.send_file(friend.clone(), "../up.txt".into(), bytes(&[1, 2, 3]))
                 .await
         ),
         "InvalidInput"
@@ -103,12 +107,34 @@ async fn bad_input_is_refused_with_named_errors_and_a_closed_node_stays_closed()
         "InvalidInput"
     );
     assert_eq!(refused(node.fetch_file("zz".into()).await), "InvalidInput");
+    // A file over the store's limit is refused before it is copied in.
+    let max = node.max_file_size();
+    assert!(
+        max > 9 << 20 && max < 10 << 20,
+        "the default 10 MiB blob limit less overhead"
+    );
+    let too_big = js_sys::Uint8Array::new_with_length(u32::try_from(max + 1).unwrap());
+    assert_eq!(
+        refused(
+            node.send_file(friend.clone(), "big.bin".into(), too_big)
+                .await
+        ),
+        "InvalidInput"
+    );
+    // Recovery thresholds out of range (0, above the guardians, above 255).
+    for k in [0, 2, 257] {
+        assert_eq!(
+            refused(node.recovery_protect(vec![friend.clone()], k).await),
+            "InvalidInput",
+            "{k}"
+        );
+    }
     // A message to a peer nobody can reach still goes into the mesh (store and forward).
     let sent = node.send(friend.clone(), "hello".into()).await.unwrap();
     assert_eq!(sent.len(), 64);
     // A file sent is recorded (and only its recipient can open it).
     let offer = node
-        .send_file(friend.clone(), "notes.txt".into(), b"content".to_vec())
+        .send_file(friend.clone(), "notes.txt".into(), bytes(b"content"))
         .await
         .unwrap();
     let files: js_sys::Array = node.files().await.unwrap().unchecked_into();
@@ -127,7 +153,12 @@ async fn bad_input_is_refused_with_named_errors_and_a_closed_node_stays_closed()
     let blobs = js_sys::Reflect::get(&storage, &"blobs".into()).unwrap();
     assert_eq!(blobs.as_f64(), Some(1.0));
 
-    node.close().await.unwrap();
+    // A pending nextEvent ends with undefined when the node closes.
+    let (pending, ()) = futures_util::future::join(node.next_event(), async {
+        node.close().await.unwrap();
+    })
+    .await;
+    assert!(pending.unwrap().is_undefined());
     node.close().await.unwrap();
     assert_eq!(refused(node.send(friend, "late".into()).await), "Closed");
     assert!(node.next_event().await.unwrap().is_undefined());

@@ -232,13 +232,21 @@ fn bar(len: u64) -> ProgressBar {
     pb
 }
 
-pub(crate) async fn blob_put(c: &Control, file: &Path) -> Result<(), Error> {
+/// Streams `file` to `path` on the control socket (`method`), with a progress bar labelled
+/// `what`; returns the response's JSON.
+async fn upload(
+    c: &Control,
+    method: Method,
+    path: &str,
+    file: &Path,
+    what: &str,
+) -> Result<Value, Error> {
     let f = tokio::fs::File::open(file)
         .await
         .map_err(|e| format!("{}: {e}", file.display()))?;
     let len = f.metadata().await?.len();
     let pb = bar(len);
-    pb.set_message("storing");
+    pb.set_message(what.to_string());
     let progress = pb.clone();
     let stream = futures_util::stream::unfold(Some(f), move |f| {
         let progress = progress.clone();
@@ -256,17 +264,15 @@ pub(crate) async fn blob_put(c: &Control, file: &Path) -> Result<(), Error> {
             }
         }
     });
-    let res = http::send(
-        &c.target("/v1/blobs"),
-        Method::PUT,
-        StreamBody::new(stream),
-        Some(len),
-    )
-    .await;
+    let res = http::send(&c.target(path), method, StreamBody::new(stream), Some(len)).await;
     pb.finish_and_clear();
     let (status, bytes) = http::collect(res?, http::MAX_RESPONSE).await?;
     check(status, &bytes)?;
-    let r: Value = serde_json::from_slice(&bytes)?;
+    Ok(serde_json::from_slice(&bytes)?)
+}
+
+pub(crate) async fn blob_put(c: &Control, file: &Path) -> Result<(), Error> {
+    let r = upload(c, Method::PUT, "/v1/blobs", file, "storing").await?;
     println!(
         "stored {} ({} bytes, {} chunks{})",
         r["id"].as_str().unwrap_or_default(),
@@ -350,30 +356,19 @@ pub(crate) async fn blob_get(
 }
 
 pub(crate) async fn file_send(c: &Control, to: &str, file: &Path) -> Result<(), Error> {
+    let to: mesh_crypto::PeerId = to.parse().map_err(|e| format!("peer id {to:?}: {e}"))?;
     let name = file
         .file_name()
         .and_then(|n| n.to_str())
         .ok_or_else(|| format!("{}: no file name in UTF-8", file.display()))?;
-    let data = tokio::fs::read(file)
-        .await
-        .map_err(|e| format!("{}: {e}", file.display()))?;
     let path = format!(
         "/v1/files?to={to}&name={}",
         data_encoding::HEXLOWER.encode(name.as_bytes())
     );
-    let len = data.len() as u64;
-    let res = http::send(
-        &c.target(&path),
-        Method::POST,
-        http_body_util::Full::new(Bytes::from(data)),
-        Some(len),
-    )
-    .await?;
-    let (status, bytes) = http::collect(res, http::MAX_RESPONSE).await?;
-    check(status, &bytes)?;
-    let r: Value = serde_json::from_slice(&bytes)?;
+    let r = upload(c, Method::POST, &path, file, "encrypting and offering").await?;
     println!(
-        "offered {name:?} ({len} bytes, encrypted to {to}) in message {}; blob {}",
+        "offered {name:?} ({} bytes, encrypted to {to}) in message {}; blob {}",
+        r["size"],
         r["id"].as_str().unwrap_or_default(),
         r["blob"].as_str().unwrap_or_default()
     );
@@ -381,6 +376,7 @@ pub(crate) async fn file_send(c: &Control, to: &str, file: &Path) -> Result<(), 
 }
 
 pub(crate) async fn file_get(c: &Control, id: &str, out: &Path) -> Result<(), Error> {
+    use http_body_util::BodyExt as _;
     let spinner = ProgressBar::new_spinner();
     spinner.set_message("fetching from the sender, chunk by verified chunk");
     spinner.enable_steady_tick(Duration::from_millis(120));
@@ -392,14 +388,35 @@ pub(crate) async fn file_get(c: &Control, id: &str, out: &Path) -> Result<(), Er
     )
     .await;
     spinner.finish_and_clear();
-    let (status, bytes) = http::collect(res?, usize::MAX).await?;
-    check(status, &bytes)?;
-    let tmp = out.with_extension("part");
-    tokio::fs::write(&tmp, &bytes)
-        .await
-        .map_err(|e| format!("{}: {e}", tmp.display()))?;
-    tokio::fs::rename(&tmp, out).await?;
-    println!("{} bytes decrypted to {}", bytes.len(), out.display());
+    let res = res?;
+    if !res.status().is_success() {
+        let (status, bytes) = http::collect(res, http::MAX_RESPONSE).await?;
+        check(status, &bytes)?;
+        return Err(format!("{status}").into());
+    }
+    // Written beside the output under a fresh name, synced, then renamed over it: a failed
+    // fetch leaves no partial file and touches no other.
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let tmp =
+        tempfile::NamedTempFile::new_in(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut f = tokio::fs::File::from_std(tmp.reopen()?);
+    let mut body = res.into_body();
+    let mut written = 0u64;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| format!("reading the file: {e}"))?;
+        if let Some(data) = frame.data_ref() {
+            tokio::io::AsyncWriteExt::write_all(&mut f, data).await?;
+            written += data.len() as u64;
+        }
+    }
+    f.sync_all().await?;
+    drop(f);
+    tmp.persist(out)
+        .map_err(|e| format!("{}: {e}", out.display()))?;
+    println!("{written} bytes decrypted to {}", out.display());
     Ok(())
 }
 

@@ -48,10 +48,7 @@ use crate::http::{self, Resp};
 
 /// Largest JSON request.
 const MAX_JSON: usize = 64 * 1024;
-/// Largest file `POST /v1/files` sends (held in memory while it is encrypted).
-const MAX_FILE: usize = 64 << 20;
-/// How long a sent file is kept for its recipient to fetch.
-const FILE_HOLD_MS: u64 = 7 * 24 * 3600 * 1000;
+
 /// Longest wait a request may ask for.
 const MAX_WAIT: Duration = Duration::from_secs(120);
 /// How long `connect` may take.
@@ -437,15 +434,23 @@ async fn file_send(shared: &Shared, req: Request<Incoming>) -> Result<Resp, Resp
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
         .ok_or_else(|| bad("name: not hex of UTF-8"))?;
-    let max = usize::try_from(shared.node.blobs.store().config().max_blob_size)
-        .unwrap_or(usize::MAX)
-        .min(MAX_FILE);
-    let data = http::read_body(req.into_body(), max)
-        .await
-        .map_err(|r| *r)?;
+    if !mesh_node::files::valid_name(&name) {
+        return Err(bad(format!("{name:?} is not a valid file name")));
+    }
+    // What the store keeps, encrypted; the body is read (at most that) before encrypting.
+    let max = usize::try_from(mesh_node::files::max_file_len(
+        shared.node.blobs.store().config(),
+    ))
+    .unwrap_or(usize::MAX);
+    let data = http::read_body(req.into_body(), max).await.map_err(|_| {
+        http::json(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &json!({ "error": format!("files of at most {max} bytes (the blob store's limit)") }),
+        )
+    })?;
     let hold = PutOptions {
         expires_at: Some(UnixMillis(
-            TokioRuntime::current().unix_time().0 + FILE_HOLD_MS,
+            TokioRuntime::current().unix_time().0 + mesh_node::files::DEFAULT_HOLD_MS,
         )),
         pinned: false,
     };
@@ -453,7 +458,13 @@ async fn file_send(shared: &Shared, req: Request<Incoming>) -> Result<Resp, Resp
         .node
         .send_file(to, &name, &data, hold)
         .await
-        .map_err(bad)?;
+        .map_err(|e| {
+            let status = match &e {
+                mesh_node::files::FileError::Private(_) => StatusCode::INSUFFICIENT_STORAGE,
+                _ => StatusCode::BAD_GATEWAY,
+            };
+            http::json(status, &json!({ "error": e.to_string() }))
+        })?;
     Ok(ok(&json!({
         "id": id.to_hex(),
         "blob": offer.blob.to_hex(),

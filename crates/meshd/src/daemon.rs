@@ -477,12 +477,23 @@ pub(crate) async fn run(settings: Settings) -> Result<(), Error> {
     };
     if let Some(listener) = public {
         tracing::info!(address = %address, listen = %listener.local_addr()?, "public endpoint");
+        if settings.web
+            && !listener.local_addr()?.ip().is_loopback()
+            && !settings
+                .public_url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("https://"))
+        {
+            tracing::warn!(
+                "the web page is served over plain HTTP beyond loopback: anyone on the path can change it and take the passphrases typed into it; put a TLS terminator in front (and public_url = \"https://...\") or set web = false"
+            );
+        }
         match (settings.web, crate::web::BUNDLED) {
             (true, true) => {
                 tracing::info!(url = %format!("http://{}/", listener.local_addr()?), "web page (a browser node)");
             }
             (true, false) => tracing::info!(
-                "web page served without the browser node: this meshd was built without MESH_WEB_PKG (cargo xtask web)"
+                "web page served without the browser node: this meshd was built without MESH_WEB_PKG (cargo xtask web, then MESH_WEB_PKG=$PWD/target/web/pkg cargo build -p meshd)"
             ),
             (false, _) => {}
         }

@@ -164,8 +164,47 @@ fn a_mesh_of_meshd_processes() {
     assert!(out.contains(&format!("relay:{relay_id}")), "{out}");
     assert!(alice.linked_to(&d_id));
     wait_for("dave to see the link", || dave.linked_to(&a_id));
-    let out = ok(&a_dir, &["send", &d_id, "hi dave", "--wait", "30"]);
-    assert!(out.starts_with("delivered over the open link"), "{out}");
+    let out_hi = ok(&a_dir, &["send", &d_id, "hi dave", "--wait", "30"]);
+    assert!(
+        out_hi.starts_with("delivered over the open link"),
+        "{out_hi}"
+    );
+    // A file: encrypted to Dave, kept by Alice, offered in a message; Dave fetches it from
+    // her and decrypts it into a file.
+    let notes = tmp.path().join("notes.txt");
+    let content: Vec<u8> = (0..200_000u32).map(|i| (i % 241) as u8).collect();
+    std::fs::write(&notes, &content).unwrap();
+    let out = ok(&a_dir, &["file", "send", &d_id, notes.to_str().unwrap()]);
+    assert!(
+        out.starts_with("offered \"notes.txt\" (200000 bytes"),
+        "{out}"
+    );
+    let mut offer = String::new();
+    wait_for("dave to get the file offer", || {
+        offer = ok(&d_dir, &["inbox"]);
+        offer.contains("file \"notes.txt\", 200000 bytes")
+    });
+    let offer_line = offer.lines().find(|l| l.contains("notes.txt")).unwrap();
+    let msg = offer_line
+        .rsplit("meshd file get ")
+        .next()
+        .unwrap()
+        .trim_end_matches(')');
+    let got = tmp.path().join("got.txt");
+    ok(&d_dir, &["file", "get", msg, "-o", got.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&got).unwrap(), content);
+    // A message that is not a file offer, or no such message, fetches nothing.
+    let hi_dave = out_hi.trim().rsplit(' ').next().unwrap();
+    let not_offer = meshd(&d_dir, &["file", "get", hi_dave, "-o", "x"]);
+    assert!(
+        String::from_utf8_lossy(&not_offer.stderr).contains("not a file offer"),
+        "{not_offer:?}"
+    );
+    assert!(
+        !meshd(&d_dir, &["file", "get", &"0".repeat(64), "-o", "x"])
+            .status
+            .success()
+    );
     // Relayed offers to Carol are refused: nobody links to her but through her own dials.
     let bad = meshd(
         &d_dir,
