@@ -592,9 +592,9 @@ impl Ci {
         );
     }
 
-    /// The browser ↔ native WebRTC test: starts the native test peer, passes its signaling
-    /// URL and identity to the browser test at build time, and stops the peer afterwards.
-    fn test_browser_webrtc(&mut self) -> Result<Outcome, String> {
+    /// Builds the native WebRTC test peer (`backends/webrtc/examples/test-peer.rs`); returns
+    /// its path.
+    pub(crate) fn build_test_peer(&mut self) -> Result<PathBuf, String> {
         self.cargo(
             &[
                 "build",
@@ -606,7 +606,13 @@ impl Ci {
             ],
             &[],
         )?;
-        let exe = self.target_dir().join("debug/examples/test-peer");
+        Ok(self.target_dir().join("debug/examples/test-peer"))
+    }
+
+    /// The browser ↔ native WebRTC test: starts the native test peer, passes its signaling
+    /// URL and identity to the browser test at build time, and stops the peer afterwards.
+    fn test_browser_webrtc(&mut self) -> Result<Outcome, String> {
+        let exe = self.build_test_peer()?;
         let mut peer = Command::new(&exe)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

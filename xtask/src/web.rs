@@ -124,18 +124,7 @@ pub(crate) fn e2e(ci: &mut Ci) -> Result<Outcome, String> {
 
 /// aiortc (Python) dials the native test peer and speaks the whole link.
 pub(crate) fn aiortc(ci: &mut Ci) -> Result<Outcome, String> {
-    ci.cargo(
-        &[
-            "build",
-            "--locked",
-            "-p",
-            "mesh-transport-webrtc",
-            "--example",
-            "test-peer",
-        ],
-        &[],
-    )?;
-    let peer = ci.target_dir().join("debug/examples/test-peer");
+    let peer = ci.build_test_peer()?;
     let py = ci.venv_python().to_string_lossy().into_owned();
     let peer = peer.to_string_lossy().into_owned();
     ci.run(

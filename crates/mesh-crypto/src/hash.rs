@@ -29,6 +29,16 @@ impl Hash256 {
     pub fn to_hex(&self) -> String {
         data_encoding::HEXLOWER.encode(&self.0)
     }
+
+    /// The digest written as 64 hex digits (either case; surrounding whitespace ignored), or
+    /// `None`.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        data_encoding::HEXLOWER_PERMISSIVE
+            .decode(text.trim().as_bytes())
+            .ok()
+            .and_then(|b| <[u8; HASH_LEN]>::try_from(b.as_slice()).ok())
+            .map(Self)
+    }
 }
 
 impl fmt::Debug for Hash256 {
@@ -135,6 +145,19 @@ pub fn domain_hash(domain: &str, parts: &[&[u8]]) -> Hash256 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_round_trips_and_bad_hex_is_refused() {
+        let h = blake2b_256(b"x");
+        assert_eq!(Hash256::from_hex(&h.to_hex()), Some(h));
+        assert_eq!(
+            Hash256::from_hex(&format!(" {} ", h.to_hex().to_uppercase())),
+            Some(h)
+        );
+        for bad in ["", "00", &"0".repeat(63), &"0".repeat(66), &"g".repeat(64)] {
+            assert_eq!(Hash256::from_hex(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn empty_input_matches_the_blake2b_256_reference() {

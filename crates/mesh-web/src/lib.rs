@@ -242,12 +242,7 @@ fn peer(text: &str) -> Result<PeerId, JsValue> {
 }
 
 fn hash(text: &str) -> Result<Hash256, JsValue> {
-    data_encoding::HEXLOWER_PERMISSIVE
-        .decode(text.trim().as_bytes())
-        .ok()
-        .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
-        .map(Hash256)
-        .ok_or_else(|| invalid(format!("{text:?} is not 64 hex digits")))
+    Hash256::from_hex(text).ok_or_else(|| invalid(format!("{text:?} is not 64 hex digits")))
 }
 
 /// A plain JavaScript object from key/value pairs.

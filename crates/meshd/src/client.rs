@@ -287,30 +287,16 @@ pub(crate) async fn blob_put(c: &Control, file: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-pub(crate) async fn blob_get(
-    c: &Control,
-    id: &str,
-    from: &[String],
-    out: &Path,
-) -> Result<(), Error> {
+/// GETs `path` with a spinner saying `fetching`, then streams the body into `out` with a
+/// progress bar: written beside it under a fresh name, synced, then renamed over it, so that a
+/// failed download leaves no partial file and touches no other. Returns the bytes written.
+async fn download(c: &Control, path: &str, fetching: String, out: &Path) -> Result<u64, Error> {
     use http_body_util::BodyExt as _;
     let spinner = ProgressBar::new_spinner();
-    spinner.set_message(if from.is_empty() {
-        "reading".to_string()
-    } else {
-        format!(
-            "fetching from {} peer(s), chunk by verified chunk",
-            from.len()
-        )
-    });
+    spinner.set_message(fetching);
     spinner.enable_steady_tick(Duration::from_millis(120));
-    let path = if from.is_empty() {
-        format!("/v1/blobs/{id}")
-    } else {
-        format!("/v1/blobs/{id}?from={}", from.join(","))
-    };
     let res = http::send(
-        &c.target(&path),
+        &c.target(path),
         Method::GET,
         http_body_util::Empty::<Bytes>::new(),
         None,
@@ -323,34 +309,61 @@ pub(crate) async fn blob_get(
         check(status, &bytes)?;
         return Err(format!("{status}").into());
     }
-    let len = res
+    let len: Option<u64> = res
         .headers()
         .get("content-length")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let pb = bar(len);
+        .and_then(|v| v.parse().ok());
+    let pb = bar(len.unwrap_or(0));
     pb.set_message("writing");
-    let tmp = out.with_extension("part");
-    let mut f = tokio::fs::File::create(&tmp)
-        .await
-        .map_err(|e| format!("{}: {e}", tmp.display()))?;
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let tmp =
+        tempfile::NamedTempFile::new_in(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut f = tokio::fs::File::from_std(tmp.reopen()?);
     let mut body = res.into_body();
     let mut written = 0u64;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| format!("reading the blob: {e}"))?;
+        let frame = frame.map_err(|e| format!("reading the response: {e}"))?;
         if let Some(data) = frame.data_ref() {
             tokio::io::AsyncWriteExt::write_all(&mut f, data).await?;
             written += data.len() as u64;
             pb.set_position(written);
         }
     }
-    if written != len {
-        return Err(format!("the blob ended after {written} of {len} bytes").into());
+    if let Some(len) = len
+        && written != len
+    {
+        return Err(format!("the response ended after {written} of {len} bytes").into());
     }
     f.sync_all().await?;
-    tokio::fs::rename(&tmp, out).await?;
+    drop(f);
+    tmp.persist(out)
+        .map_err(|e| format!("{}: {e}", out.display()))?;
     pb.finish_and_clear();
+    Ok(written)
+}
+
+pub(crate) async fn blob_get(
+    c: &Control,
+    id: &str,
+    from: &[String],
+    out: &Path,
+) -> Result<(), Error> {
+    let (path, fetching) = if from.is_empty() {
+        (format!("/v1/blobs/{id}"), "reading".to_string())
+    } else {
+        (
+            format!("/v1/blobs/{id}?from={}", from.join(",")),
+            format!(
+                "fetching from {} peer(s), chunk by verified chunk",
+                from.len()
+            ),
+        )
+    };
+    let written = download(c, &path, fetching, out).await?;
     println!("{written} bytes written to {}", out.display());
     Ok(())
 }
@@ -376,46 +389,13 @@ pub(crate) async fn file_send(c: &Control, to: &str, file: &Path) -> Result<(), 
 }
 
 pub(crate) async fn file_get(c: &Control, id: &str, out: &Path) -> Result<(), Error> {
-    use http_body_util::BodyExt as _;
-    let spinner = ProgressBar::new_spinner();
-    spinner.set_message("fetching from the sender, chunk by verified chunk");
-    spinner.enable_steady_tick(Duration::from_millis(120));
-    let res = http::send(
-        &c.target(&format!("/v1/files/{id}")),
-        Method::GET,
-        http_body_util::Empty::<Bytes>::new(),
-        None,
+    let written = download(
+        c,
+        &format!("/v1/files/{id}"),
+        "fetching from the sender, chunk by verified chunk".to_string(),
+        out,
     )
-    .await;
-    spinner.finish_and_clear();
-    let res = res?;
-    if !res.status().is_success() {
-        let (status, bytes) = http::collect(res, http::MAX_RESPONSE).await?;
-        check(status, &bytes)?;
-        return Err(format!("{status}").into());
-    }
-    // Written beside the output under a fresh name, synced, then renamed over it: a failed
-    // fetch leaves no partial file and touches no other.
-    let dir = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    let tmp =
-        tempfile::NamedTempFile::new_in(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let mut f = tokio::fs::File::from_std(tmp.reopen()?);
-    let mut body = res.into_body();
-    let mut written = 0u64;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| format!("reading the file: {e}"))?;
-        if let Some(data) = frame.data_ref() {
-            tokio::io::AsyncWriteExt::write_all(&mut f, data).await?;
-            written += data.len() as u64;
-        }
-    }
-    f.sync_all().await?;
-    drop(f);
-    tmp.persist(out)
-        .map_err(|e| format!("{}: {e}", out.display()))?;
+    .await?;
     println!("{written} bytes decrypted to {}", out.display());
     Ok(())
 }

@@ -90,12 +90,7 @@ fn peer(text: &str) -> Result<PeerId, Resp> {
 }
 
 fn hash(text: &str) -> Result<Hash256, Resp> {
-    data_encoding::HEXLOWER_PERMISSIVE
-        .decode(text.trim().as_bytes())
-        .ok()
-        .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
-        .map(Hash256)
-        .ok_or_else(|| bad(format!("{text:?} is not 64 hex digits")))
+    Hash256::from_hex(text).ok_or_else(|| bad(format!("{text:?} is not 64 hex digits")))
 }
 
 fn query<'a>(req: &'a Request<Incoming>, key: &str) -> Option<&'a str> {
