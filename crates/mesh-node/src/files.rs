@@ -18,7 +18,7 @@ use mesh_blob::manifest::BlobId;
 use mesh_blob::private::{PrivateError, encrypted_len, get_private, put_private};
 use mesh_blob::store::{BlobConfig, PutOptions};
 use mesh_blob::transfer::FetchError;
-use mesh_crypto::{Hash256, PeerId};
+use mesh_crypto::{Hash256, PeerId, UnixMillis};
 use mesh_platform::runtime::Runtime;
 use mesh_transport::Transport;
 
@@ -36,6 +36,20 @@ pub const MAX_KEY_LEN: usize = 1024;
 pub const MAX_OFFER_SIZE: u64 = 1 << 48;
 /// How long a sender keeps a file for its recipient to fetch (a week), by default.
 pub const DEFAULT_HOLD_MS: u64 = 7 * 24 * 3600 * 1000;
+
+/// How a sender keeps a file it offers: until [`DEFAULT_HOLD_MS`] after `now`, not pinned.
+pub fn sender_hold(now: UnixMillis) -> PutOptions {
+    PutOptions {
+        expires_at: Some(UnixMillis(now.0.saturating_add(DEFAULT_HOLD_MS))),
+        pinned: false,
+    }
+}
+
+/// How a recipient keeps a file it fetched: pinned, until the application deletes it.
+pub const RECIPIENT_HOLD: PutOptions = PutOptions {
+    expires_at: None,
+    pinned: true,
+};
 
 /// The largest file a store with `config` can keep encrypted: the largest plaintext whose
 /// encrypted size fits `config.max_blob_size` (0 when not even an empty one does).

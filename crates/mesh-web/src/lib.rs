@@ -46,9 +46,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use js_sys::{Array, Object, Reflect, Uint8Array};
-use mesh_blob::store::PutOptions;
 use mesh_crypto::{Hash256, Identity, PeerId, UnixMillis};
-use mesh_node::files::{DEFAULT_HOLD_MS, FileError, FileOffer, max_file_len, valid_name};
+use mesh_node::files::{
+    FileError, FileOffer, RECIPIENT_HOLD, max_file_len, sender_hold, valid_name,
+};
 use mesh_node::node::TABLES;
 use mesh_node::{MessagingEvent, Node, NodeBuilder, NodeEvents};
 use mesh_platform::keystore::{
@@ -513,10 +514,7 @@ impl MeshNode {
             let _ = node.pool.dial(to, &address).await;
         }
         let now = node.pool.runtime().unix_time();
-        let hold = PutOptions {
-            expires_at: Some(UnixMillis(now.0 + DEFAULT_HOLD_MS)),
-            pinned: false,
-        };
+        let hold = sender_hold(now);
         let (id, offer) = node
             .send_file(to, &name, &data, hold)
             .await
@@ -763,10 +761,7 @@ impl MeshNode {
         if r.sent {
             return Err(sent_file());
         }
-        let hold = PutOptions {
-            expires_at: None,
-            pinned: true,
-        };
+        let hold = RECIPIENT_HOLD;
         let data = self
             .node()?
             .receive_file(&r.offer, r.peer, hold)

@@ -36,7 +36,7 @@ use hyper::body::{Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use mesh_blob::manifest::BlobId;
 use mesh_blob::store::PutOptions;
-use mesh_crypto::{Hash256, PeerId, UnixMillis};
+use mesh_crypto::{Hash256, PeerId};
 use mesh_node::files::FileOffer;
 use mesh_platform::invite::{BootstrapHint, DEFAULT_INVITE_TTL_MS, Invite};
 use mesh_platform::runtime::{Runtime, TokioRuntime};
@@ -443,12 +443,7 @@ async fn file_send(shared: &Shared, req: Request<Incoming>) -> Result<Resp, Resp
             &json!({ "error": format!("files of at most {max} bytes (the blob store's limit)") }),
         )
     })?;
-    let hold = PutOptions {
-        expires_at: Some(UnixMillis(
-            TokioRuntime::current().unix_time().0 + mesh_node::files::DEFAULT_HOLD_MS,
-        )),
-        pinned: false,
-    };
+    let hold = mesh_node::files::sender_hold(TokioRuntime::current().unix_time());
     let (id, offer) = shared
         .node
         .send_file(to, &name, &data, hold)
@@ -476,10 +471,7 @@ async fn file_get(shared: &Shared, path: &str) -> Result<Resp, Resp> {
         .map(|e| (e.from, e.body.clone()))
         .ok_or_else(|| http::text(StatusCode::NOT_FOUND, "no such message in the inbox"))?;
     let offer = FileOffer::decode(&body).ok_or_else(|| bad("that message is not a file offer"))?;
-    let hold = PutOptions {
-        expires_at: None,
-        pinned: true,
-    };
+    let hold = mesh_node::files::RECIPIENT_HOLD;
     let data = shared
         .node
         .receive_file(&offer, from, hold)
