@@ -12,6 +12,8 @@
 //! `...0002` (central writes, write without response) and `...0003` (peripheral notifies).
 //! Each write or notification is one fragment.
 //!
+//! - [`transport`]: [`BleTransport`](transport::BleTransport), a `Transport` over radios the
+//!   platform connected and handed over (phones: the OS connects, the app attaches).
 //! - `os` (feature `btleplug`): the operating system's Bluetooth stack as a central-role
 //!   `Radio`, through btleplug.
 //!
@@ -26,6 +28,7 @@ pub mod link;
 #[cfg(all(feature = "btleplug", not(target_arch = "wasm32")))]
 pub mod os;
 pub mod radio;
+pub mod transport;
 
 /// The mesh GATT service UUID.
 pub const SERVICE_UUID: &str = "6d657368-6e65-7477-6f72-6b0000000001";

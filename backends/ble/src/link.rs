@@ -130,6 +130,29 @@ impl<Ra: Radio, R: Runtime> BleConnection<Ra, R> {
         identity: &Identity,
         peer: PeerId,
     ) -> Result<Self, TransportError> {
+        Self::initiate(radio, runtime, identity, Some(peer)).await
+    }
+
+    /// Runs the handshake as the central with whoever answers (BLE advertisements do not say
+    /// who a device is): the remote still proves its identity, read it with
+    /// [`Connection::remote`].
+    ///
+    /// # Errors
+    /// Handshake, radio or timeout errors.
+    pub async fn connect_any(
+        radio: Ra,
+        runtime: R,
+        identity: &Identity,
+    ) -> Result<Self, TransportError> {
+        Self::initiate(radio, runtime, identity, None).await
+    }
+
+    async fn initiate(
+        radio: Ra,
+        runtime: R,
+        identity: &Identity,
+        peer: Option<PeerId>,
+    ) -> Result<Self, TransportError> {
         let reasm = tokio::sync::Mutex::new(Reassembler::new());
         let next_id = AtomicU16::new(0);
         let session = {
@@ -140,7 +163,7 @@ impl<Ra: Radio, R: Runtime> BleConnection<Ra, R> {
                 next_id: &next_id,
             };
             with_timeout(&runtime, async {
-                let (init, m1) = Initiator::start(b"", Some(peer))?;
+                let (init, m1) = Initiator::start(b"", peer)?;
                 io.send(&m1).await?;
                 let m2 = io.recv().await?;
                 let (m3, session) = init.on_m2(identity, &m2)?;

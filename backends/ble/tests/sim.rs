@@ -128,3 +128,81 @@ async fn an_impostor_peripheral_is_refused() {
         })
     );
 }
+
+mod transport {
+    use std::sync::Arc;
+
+    use mesh_crypto::Identity;
+    use mesh_platform::runtime::TokioRuntime;
+    use mesh_transport::handshake::HandshakeError;
+    use mesh_transport::{Connection, Transport, TransportError, TransportKind};
+    use mesh_transport_ble::radio::{SimConfig, SimRadio};
+    use mesh_transport_ble::transport::{BleTransport, Role};
+
+    type Ble = BleTransport<SimRadio<TokioRuntime>, TokioRuntime>;
+
+    #[tokio::test]
+    async fn attached_radios_become_accepted_links_on_both_sides() {
+        let rt = TokioRuntime::current();
+        let (a, b) = (
+            Arc::new(Identity::generate()),
+            Arc::new(Identity::generate()),
+        );
+        let (ta, attach_a): (Ble, _) = BleTransport::new(Arc::clone(&a), rt.clone());
+        let (tb, attach_b): (Ble, _) = BleTransport::new(Arc::clone(&b), rt.clone());
+        let (ra, rb) = SimRadio::pair(&rt, SimConfig::default());
+        // The central does not know who it connected to (no peer in BLE advertisements).
+        let (pa, pb) = tokio::join!(
+            attach_a.attach(ra, Role::Central, None),
+            attach_b.attach(rb, Role::Peripheral, None)
+        );
+        assert_eq!((pa.unwrap(), pb.unwrap()), (b.peer_id(), a.peer_id()));
+        let (ca, cb) = (ta.accept().await.unwrap(), tb.accept().await.unwrap());
+        assert_eq!((ca.remote(), cb.remote()), (b.peer_id(), a.peer_id()));
+        assert_eq!(ta.kind(), TransportKind::Ble);
+        // Dialing is the platform's job.
+        assert!(matches!(
+            ta.dial(b.peer_id(), "ble:device").await,
+            Err(TransportError::Unreachable(_))
+        ));
+        // Accept ends once no attacher is left.
+        drop(attach_a);
+        assert!(matches!(ta.accept().await, Err(TransportError::Closed)));
+    }
+
+    #[tokio::test]
+    async fn an_unexpected_peer_is_refused_in_either_role() {
+        let rt = TokioRuntime::current();
+        let (a, b, c) = (
+            Arc::new(Identity::generate()),
+            Arc::new(Identity::generate()),
+            Identity::generate(),
+        );
+        for role in [Role::Central, Role::Peripheral] {
+            let (ta, attach_a): (Ble, _) = BleTransport::new(Arc::clone(&a), rt.clone());
+            let (_tb, attach_b): (Ble, _) = BleTransport::new(Arc::clone(&b), rt.clone());
+            let (ra, rb) = SimRadio::pair(&rt, SimConfig::default());
+            let other = if role == Role::Central {
+                Role::Peripheral
+            } else {
+                Role::Central
+            };
+            let (pa, _) = tokio::join!(
+                attach_a.attach(ra, role, Some(c.peer_id())),
+                attach_b.attach(rb, other, None)
+            );
+            assert!(
+                matches!(
+                    pa,
+                    Err(TransportError::Handshake(
+                        HandshakeError::UnexpectedPeer { .. }
+                    ))
+                ),
+                "{role:?}: {pa:?}"
+            );
+            // Nothing was handed to the pool.
+            drop(attach_a);
+            assert!(matches!(ta.accept().await, Err(TransportError::Closed)));
+        }
+    }
+}
