@@ -5,6 +5,8 @@
 //! - `test-wasm`: the browser tests in headless Chromium.
 //! - `web`: the browser package (`target/web/pkg`), with its size.
 //! - `e2e`: the package, then the browser node against `meshd` processes in headless Chromium.
+//! - `bindings`: mesh-ffi's Kotlin, Swift and Python bindings (reproducible, the committed ones
+//!   current), and the Python tests that drive the library through them.
 //! - `interop`: libsodium (PyNaCl) against mesh-crypto, both directions; aiortc against the
 //!   native WebRTC link.
 //! - `bench SUITE [--quick]`: a benchmark suite and its same-run baseline, with ratios.
@@ -15,6 +17,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod bench;
+mod ffi;
 mod placeholders;
 mod steps;
 mod web;
@@ -25,13 +28,16 @@ use std::process::ExitCode;
 use steps::{Ci, Outcome};
 
 const USAGE: &str =
-    "usage: cargo xtask <ci | setup | test-wasm | web | e2e | interop | bench SUITE [--quick] | sim dht [FLAGS] | vectors>
+    "usage: cargo xtask <ci | setup | test-wasm | web | e2e | bindings | interop | bench SUITE [--quick] | sim dht [FLAGS] | vectors>
   ci          install what is missing, run every check, print a summary (the CI entry point)
   setup       only install: wasm32 target, chromium + chromedriver, wasm-bindgen-cli, cargo-deny, promtool,
               the Python venv with PyNaCl and aiortc, the offline advisory database
   test-wasm   browser tests (wasm-bindgen-test in headless Chromium)
   web         the browser package (mesh-web through wasm-bindgen into target/web/pkg), with its size
   e2e         the package, then meshd serving it to headless Chromium (browser <-> native, files, reload)
+  bindings    mesh-ffi's Kotlin, Swift and Python bindings (uniffi-bindgen of the locked UniFFI version):
+              generated twice and compared, the committed Kotlin/Swift checked (CI) or updated, then the
+              Python tests driving the library
   interop     libsodium (PyNaCl) checks our vectors; our code opens libsodium's envelopes; aiortc
               speaks the native WebRTC link
   bench       benchmark suites with same-run baselines: blob | crypto | storage | transport | dht | latency
@@ -66,6 +72,10 @@ fn main() -> ExitCode {
         ["e2e"] => {
             ci.setup_wasm();
             ci.web();
+        }
+        ["bindings"] => {
+            ci.setup_python();
+            ci.bindings();
         }
         ["interop"] => {
             ci.setup_python();

@@ -472,6 +472,7 @@ impl Ci {
                 &[("RUSTDOCFLAGS", "-D warnings")],
             )
         });
+        self.bindings();
         self.monitoring();
         self.test_wasm();
         self.web();
@@ -683,6 +684,15 @@ impl Ci {
                     Err("not run: the browser package was not built".into())
                 }
             },
+        );
+    }
+
+    /// mesh-ffi's bindings and their Python tests.
+    pub(crate) fn bindings(&mut self) {
+        self.step_needing(
+            "bindings: mesh-ffi Kotlin/Swift/Python + Python tests",
+            &[PYTHON_VENV, NATIVE_PACKAGES],
+            crate::ffi::bindings,
         );
     }
 
