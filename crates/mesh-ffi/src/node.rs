@@ -157,6 +157,8 @@ pub struct MeshNode {
     bootstrap: Vec<(PeerId, String)>,
     codes: Arc<std::sync::Mutex<Vec<(Hash256, String)>>>,
     stopped: AtomicBool,
+    /// Released once the store is closed.
+    claim: std::sync::Mutex<Option<Claim>>,
 }
 
 impl std::fmt::Debug for MeshNode {
@@ -165,6 +167,49 @@ impl std::fmt::Debug for MeshNode {
             .field("peer", &self.node.peer_id())
             .field("address", &self.node.address)
             .finish_non_exhaustive()
+    }
+}
+
+/// Database files open by a node of this process (one node per file: two would write the
+/// same tables behind each other's back).
+static OPEN_DATABASES: std::sync::Mutex<Vec<std::path::PathBuf>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// A database file claimed by one node until dropped.
+struct Claim(std::path::PathBuf);
+
+impl Claim {
+    fn take(database: &str) -> Result<Self, MeshError> {
+        let path = std::path::Path::new(database);
+        let name = path
+            .file_name()
+            .ok_or_else(|| invalid(format!("database {database:?}: a file path")))?;
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => std::path::Path::new("."),
+        };
+        let dir = parent
+            .canonicalize()
+            .map_err(|e| storage(format!("{database}: {e}")))?;
+        let key = dir.join(name);
+        let mut open = OPEN_DATABASES
+            .lock()
+            .map_err(|_| storage("database registry poisoned"))?;
+        if open.contains(&key) {
+            return Err(storage(format!(
+                "{database} is in use by another node of this process"
+            )));
+        }
+        open.push(key.clone());
+        Ok(Self(key))
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if let Ok(mut open) = OPEN_DATABASES.lock() {
+            open.retain(|p| *p != self.0);
+        }
     }
 }
 
@@ -253,6 +298,7 @@ async fn start(
             _ => String::new(),
         },
     };
+    let claim = Claim::take(&settings.database)?;
     let backend = SqliteBackend::open(&settings.database)
         .await
         .map_err(storage)?;
@@ -310,6 +356,7 @@ async fn start(
         bootstrap,
         codes,
         stopped: AtomicBool::new(false),
+        claim: std::sync::Mutex::new(Some(claim)),
     }))
 }
 
@@ -825,12 +872,30 @@ impl MeshNode {
             return;
         }
         let node = self.node.clone();
+        let claim = self.claim.lock().ok().and_then(|mut c| c.take());
         let _ = on_runtime(async move {
             node.shutdown().await;
             let _ = node.store.close().await;
+            drop(claim);
             Ok(())
         })
         .await;
+    }
+}
+
+impl Drop for MeshNode {
+    /// A node the app let go of without [`MeshNode::stop`] is stopped in the background, so
+    /// its tasks, links and database do not outlive every handle to it.
+    fn drop(&mut self) {
+        if !self.stopped.swap(true, Ordering::AcqRel) {
+            let node = self.node.clone();
+            let claim = self.claim.lock().ok().and_then(|mut c| c.take());
+            runtime().spawn(async move {
+                node.shutdown().await;
+                let _ = node.store.close().await;
+                drop(claim);
+            });
+        }
     }
 }
 

@@ -10,6 +10,7 @@ with `PYTHONPATH` pointing at the generated module.
 """
 
 import asyncio
+import gc
 import os
 import tempfile
 import unittest
@@ -303,6 +304,10 @@ class NodeTests(Base):
             await start_node(identity, settings(self.path("missing-dir/sub/x.db")))
 
         node = await start_node(identity, settings(self.path("n.db")))
+        # One node per database file.
+        with self.assertRaises(MeshError.Storage) as e:
+            await start_node(identity, settings(self.path("n.db")))
+        self.assertIn("in use", e.exception.reason)
         await node.stop()
         await node.stop()  # twice: nothing
         with self.assertRaises(MeshError.Closed):
@@ -312,6 +317,21 @@ class NodeTests(Base):
         again = await start_node(identity, settings(self.path("n.db")))
         self.nodes.append(again)
         self.assertEqual(again.peer_id(), identity.peer_id())
+
+    async def test_a_node_let_go_without_stop_stops_and_frees_its_database(self):
+        identity = await MeshIdentity.create(DictStorage())
+        node = await start_node(identity, settings(self.path("dropped.db")))
+        del node
+        gc.collect()
+        for _ in range(100):
+            try:
+                again = await start_node(identity, settings(self.path("dropped.db")))
+                break
+            except MeshError.Storage:
+                await asyncio.sleep(0.05)
+        else:
+            self.fail("the database stayed in use after the node was dropped")
+        self.nodes.append(again)
 
 
 class BleTests(Base):
