@@ -78,6 +78,8 @@ pub struct BleConnection<Ra: Radio, R: Runtime> {
     next_id: AtomicU16,
     /// Radio links reorder whole writes: stale messages are dropped, not fatal.
     link: Link,
+    /// Whether this side is the central (it started the handshake).
+    central: bool,
 }
 
 impl<Ra: Radio, R: Runtime> std::fmt::Debug for BleConnection<Ra, R> {
@@ -100,8 +102,16 @@ async fn with_timeout<T, R: Runtime>(
 }
 
 impl<Ra: Radio, R: Runtime> BleConnection<Ra, R> {
-    fn new(radio: Ra, runtime: R, reasm: Reassembler, next_id: u16, session: Session) -> Self {
+    fn new(
+        radio: Ra,
+        runtime: R,
+        reasm: Reassembler,
+        next_id: u16,
+        session: Session,
+        central: bool,
+    ) -> Self {
         Self {
+            central,
             radio,
             runtime,
             remote: session.remote,
@@ -173,7 +183,14 @@ impl<Ra: Radio, R: Runtime> BleConnection<Ra, R> {
             .await?
         };
         let id = next_id.load(Ordering::Relaxed);
-        Ok(Self::new(radio, runtime, reasm.into_inner(), id, session))
+        Ok(Self::new(
+            radio,
+            runtime,
+            reasm.into_inner(),
+            id,
+            session,
+            true,
+        ))
     }
 
     /// Runs the handshake as the side that was connected to (the peripheral).
@@ -204,7 +221,14 @@ impl<Ra: Radio, R: Runtime> BleConnection<Ra, R> {
             .await?
         };
         let id = next_id.load(Ordering::Relaxed);
-        Ok(Self::new(radio, runtime, reasm.into_inner(), id, session))
+        Ok(Self::new(
+            radio,
+            runtime,
+            reasm.into_inner(),
+            id,
+            session,
+            false,
+        ))
     }
 
     /// The radio (e.g. to simulate a disconnect in tests).
@@ -257,6 +281,12 @@ impl<Ra: Radio, R: Runtime> Connection for BleConnection<Ra, R> {
         if let Ok(sealed) = self.link.close() {
             let _ = self.io().send(&sealed).await;
         }
+        // The BLE connection itself goes too (and a reader blocked on the radio wakes).
+        self.radio.close();
         Ok(())
+    }
+
+    fn initiated_here(&self) -> bool {
+        self.central
     }
 }

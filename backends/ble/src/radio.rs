@@ -37,6 +37,10 @@ pub trait Radio: MaybeSend + MaybeSync {
     async fn write(&self, data: &[u8]) -> Result<(), RadioError>;
     /// The next write received from the remote.
     async fn read(&self) -> Result<Vec<u8>, RadioError>;
+    /// The link is done with the connection: disconnect, and fail pending and later reads and
+    /// writes with [`RadioError::Disconnected`]. Default: nothing (the connection goes when
+    /// the radio is dropped).
+    fn close(&self) {}
 }
 
 /// Properties of a simulated link.

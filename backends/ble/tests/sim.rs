@@ -159,6 +159,8 @@ mod transport {
         assert_eq!((pa.unwrap(), pb.unwrap()), (b.peer_id(), a.peer_id()));
         let (ca, cb) = (ta.accept().await.unwrap(), tb.accept().await.unwrap());
         assert_eq!((ca.remote(), cb.remote()), (b.peer_id(), a.peer_id()));
+        // The central's link counts as dialed by it, though it came through accept.
+        assert!(ca.initiated_here() && !cb.initiated_here());
         assert_eq!(ta.kind(), TransportKind::Ble);
         // Dialing is the platform's job.
         assert!(matches!(

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use mesh_transport_ble::radio::{Radio, RadioError};
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::{Mutex, Notify, mpsc};
 
 use crate::MeshError;
 
@@ -29,7 +29,8 @@ pub const RECEIVE_QUEUE: usize = 1024;
 #[uniffi::export(with_foreign)]
 #[async_trait]
 pub trait BleRadio: Send + Sync {
-    /// The negotiated ATT MTU (23 to 517): each write carries at most `mtu - 3` bytes.
+    /// The negotiated ATT MTU (23 to 517): each write carries at most `mtu - 3` bytes. Read
+    /// once, when the radio is attached: attach after the MTU exchange.
     fn mtu(&self) -> u32;
     /// Sends one GATT write without response (central) or notification (peripheral) of at
     /// most `mtu - 3` bytes. Resolve once the stack has taken it; wait while it has no buffer
@@ -38,8 +39,9 @@ pub trait BleRadio: Send + Sync {
     /// # Errors
     /// Throw when the connection is gone: the link closes.
     async fn write(&self, data: Vec<u8>) -> Result<(), MeshError>;
-    /// The library is done with this connection (the link closed): disconnect.
-    fn close(&self);
+    /// The library is done with this connection (the link closed, or the node stopped):
+    /// disconnect. Called once.
+    fn disconnect(&self);
 }
 
 /// What the app tells a link: data received, and disconnection.
@@ -50,15 +52,15 @@ pub struct BleLink {
     handshake: crate::node::Handshake,
 }
 
-impl BleLink {
-    pub(crate) fn handshake_sender(&self) -> crate::node::Handshake {
-        self.handshake.clone()
-    }
-}
-
 impl std::fmt::Debug for BleLink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BleLink").finish_non_exhaustive()
+    }
+}
+
+impl BleLink {
+    pub(crate) fn handshake_sender(&self) -> crate::node::Handshake {
+        self.handshake.clone()
     }
 }
 
@@ -113,15 +115,17 @@ impl BleLink {
 /// The app's radio as `mesh-transport-ble`'s [`Radio`].
 pub(crate) struct AppRadio {
     radio: Arc<dyn BleRadio>,
+    /// Read once at attach: `Radio::mtu` is asked for every message.
+    mtu: usize,
     rx: Mutex<mpsc::Receiver<Vec<u8>>>,
     closed: AtomicBool,
+    /// Wakes reads and writes blocked when the link closes the radio.
+    closing: Notify,
 }
 
 impl Drop for AppRadio {
     fn drop(&mut self) {
-        if !self.closed.swap(true, Ordering::AcqRel) {
-            self.radio.close();
-        }
+        self.close();
     }
 }
 
@@ -129,11 +133,15 @@ impl AppRadio {
     /// The radio and the link the app feeds it through.
     pub(crate) fn new(radio: Arc<dyn BleRadio>) -> (Self, Arc<BleLink>) {
         let (tx, rx) = mpsc::channel(RECEIVE_QUEUE);
+        // The ATT range; an app reporting nonsense gets the nearest legal value.
+        let mtu = usize::try_from(radio.mtu()).map_or(517, |m| m.clamp(23, 517));
         (
             Self {
                 radio,
+                mtu,
                 rx: Mutex::new(rx),
                 closed: AtomicBool::new(false),
+                closing: Notify::new(),
             },
             Arc::new(BleLink {
                 tx: std::sync::Mutex::new(Some(tx)),
@@ -147,33 +155,44 @@ impl AppRadio {
 #[async_trait]
 impl Radio for AppRadio {
     fn mtu(&self) -> usize {
-        // The ATT range; an app reporting nonsense gets the nearest legal value.
-        usize::try_from(self.radio.mtu()).map_or(517, |m| m.clamp(23, 517))
+        self.mtu
     }
 
     async fn write(&self, data: &[u8]) -> Result<(), RadioError> {
-        let max = self.mtu() - 3;
+        let max = self.mtu - 3;
         if data.len() > max {
             return Err(RadioError::TooLarge {
                 len: data.len(),
                 max,
             });
         }
+        let closing = self.closing.notified();
         if self.closed.load(Ordering::Acquire) {
             return Err(RadioError::Disconnected);
         }
-        self.radio
-            .write(data.to_vec())
-            .await
-            .map_err(|_| RadioError::Disconnected)
+        // A write the app never completes must not outlive the link.
+        tokio::select! {
+            r = self.radio.write(data.to_vec()) => r.map_err(|_| RadioError::Disconnected),
+            () = closing => Err(RadioError::Disconnected),
+        }
     }
 
     async fn read(&self) -> Result<Vec<u8>, RadioError> {
-        self.rx
-            .lock()
-            .await
-            .recv()
-            .await
-            .ok_or(RadioError::Disconnected)
+        let closing = self.closing.notified();
+        if self.closed.load(Ordering::Acquire) {
+            return Err(RadioError::Disconnected);
+        }
+        let mut rx = self.rx.lock().await;
+        tokio::select! {
+            m = rx.recv() => m.ok_or(RadioError::Disconnected),
+            () = closing => Err(RadioError::Disconnected),
+        }
+    }
+
+    fn close(&self) {
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            self.closing.notify_waiters();
+            self.radio.disconnect();
+        }
     }
 }

@@ -44,7 +44,11 @@ pub trait SecureStorage: Send + Sync {
 struct Foreign(Arc<dyn SecureStorage>);
 
 fn platform(e: &MeshError) -> KeystoreError {
-    KeystoreError::Platform(e.to_string())
+    KeystoreError::Platform(match e {
+        // The app's own reason, not "platform: ..." twice.
+        MeshError::Platform { reason } => reason.clone(),
+        other => other.to_string(),
+    })
 }
 
 async fn blocking<T: Send + 'static>(
@@ -76,6 +80,16 @@ impl keystore::SecureStorage for Foreign {
     }
 }
 
+/// Saves `identity` in the app's `storage`.
+pub(crate) async fn save_to(
+    storage: &Arc<dyn SecureStorage>,
+    identity: &Identity,
+) -> Result<(), MeshError> {
+    keystore::save_identity(&Foreign(Arc::clone(storage)), identity)
+        .await
+        .map_err(keystore_error)
+}
+
 pub(crate) fn keystore_error(e: KeystoreError) -> MeshError {
     match e {
         KeystoreError::WrongPassphrase => MeshError::WrongPassphrase,
@@ -92,17 +106,39 @@ static KEY_FILE_SCHEMA: Schema = Schema {
     migrations: &[],
 };
 
-/// Opens the passphrase file at `path` (created if missing), runs `f` on it, closes it.
-async fn with_key_file<T>(
-    path: &str,
-    passphrase: &str,
-    f: impl AsyncFnOnce(&PassphraseStorage<Store<SqliteBackend>>) -> Result<T, MeshError>,
+/// Opens the passphrase file at `path` (created if missing, unless `must_exist`), runs `f` on
+/// it, closes it. Runs on a blocking thread: Argon2id takes a CPU for a good part of a second,
+/// which the node's two worker threads must not lose.
+async fn with_key_file<T: Send + 'static>(
+    path: String,
+    passphrase: String,
+    must_exist: bool,
+    f: impl AsyncFnOnce(&PassphraseStorage<Store<SqliteBackend>>) -> Result<T, MeshError>
+    + Send
+    + 'static,
 ) -> Result<T, MeshError> {
+    let passphrase = Zeroizing::new(passphrase);
     if passphrase.chars().count() < MIN_PASSPHRASE_CHARS {
         return Err(crate::invalid(format!(
             "a passphrase of at least {MIN_PASSPHRASE_CHARS} characters"
         )));
     }
+    if must_exist && !std::path::Path::new(&path).exists() {
+        return Err(MeshError::NoIdentity);
+    }
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || handle.block_on(open_key_file(&path, &passphrase, f)))
+        .await
+        .map_err(|e| MeshError::Internal {
+            reason: e.to_string(),
+        })?
+}
+
+async fn open_key_file<T>(
+    path: &str,
+    passphrase: &str,
+    f: impl AsyncFnOnce(&PassphraseStorage<Store<SqliteBackend>>) -> Result<T, MeshError>,
+) -> Result<T, MeshError> {
     let backend = SqliteBackend::open(path).await.map_err(storage)?;
     let store = Store::open(backend, &KEY_FILE_SCHEMA)
         .await
@@ -196,7 +232,8 @@ impl MeshIdentity {
     #[uniffi::constructor]
     pub async fn create_sealed(path: String, passphrase: String) -> Result<Arc<Self>, MeshError> {
         on_runtime(async move {
-            with_key_file(&path, &passphrase, async |sealed| {
+            let shown = path.clone();
+            with_key_file(path, passphrase, false, async move |sealed| {
                 let raw = mesh_platform::kv::KvStore::get(
                     sealed.store(),
                     KEYSTORE_TABLE,
@@ -206,7 +243,7 @@ impl MeshIdentity {
                 .map_err(storage)?;
                 if raw.is_some() {
                     return Err(MeshError::Refused {
-                        reason: format!("{path} already holds an identity"),
+                        reason: format!("{shown} already holds an identity"),
                     });
                 }
                 let identity = Identity::generate();
@@ -228,10 +265,14 @@ impl MeshIdentity {
     #[uniffi::constructor]
     pub async fn unlock_sealed(path: String, passphrase: String) -> Result<Arc<Self>, MeshError> {
         on_runtime(async move {
-            with_key_file(&path, &passphrase, async |sealed| {
+            with_key_file(path, passphrase, true, async |sealed| {
                 keystore::load_identity(sealed)
                     .await
-                    .map_err(keystore_error)?
+                    .map_err(|e| match e {
+                        // Parameters out of range in a file we wrote: damaged or forged.
+                        KeystoreError::Invalid(r) => storage(format!("damaged key file: {r}")),
+                        e => keystore_error(e),
+                    })?
                     .map(Self::wrap)
                     .ok_or(MeshError::NoIdentity)
             })
@@ -247,12 +288,7 @@ impl MeshIdentity {
     /// The storage's failure.
     pub async fn save(&self, storage: Arc<dyn SecureStorage>) -> Result<(), MeshError> {
         let identity = Arc::clone(&self.inner);
-        on_runtime(async move {
-            keystore::save_identity(&Foreign(storage), &identity)
-                .await
-                .map_err(keystore_error)
-        })
-        .await
+        on_runtime(async move { save_to(&storage, &identity).await }).await
     }
 
     /// The peer id (what others address this peer by), as text.

@@ -87,6 +87,12 @@ pub enum MeshError {
     /// The node (or link) was stopped.
     #[error("the node is stopped")]
     Closed,
+    /// A fault inside the library (a bug: please report it with the reason).
+    #[error("internal: {reason}")]
+    Internal {
+        /// Details.
+        reason: String,
+    },
 }
 
 impl From<uniffi::UnexpectedUniFFICallbackError> for MeshError {
@@ -136,21 +142,38 @@ pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
+/// Aborts the task when the caller stops waiting (a cancelled coroutine or Swift task), so
+/// that work nobody waits for does not go on.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Runs `work` on the library's runtime and waits for it from the caller's executor (a
 /// Tokio `JoinHandle` is an ordinary future, so asyncio, coroutines and Swift tasks can await
-/// it).
+/// it). Cancelling the caller's call aborts the work.
 pub(crate) async fn on_runtime<T, F>(work: F) -> Result<T, MeshError>
 where
     T: Send + 'static,
     F: Future<Output = Result<T, MeshError>> + Send + 'static,
 {
-    match runtime().spawn(work).await {
+    let mut task = AbortOnDrop(runtime().spawn(work));
+    match (&mut task.0).await {
         Ok(r) => r,
         Err(e) if e.is_cancelled() => Err(MeshError::Closed),
-        Err(e) => Err(MeshError::Platform {
-            reason: format!("internal task failed: {e}"),
+        Err(e) => Err(MeshError::Internal {
+            reason: format!("task failed: {e}"),
         }),
     }
+}
+
+/// The largest message body [`node::MeshNode::send`] takes, in bytes.
+#[uniffi::export]
+pub fn max_message_len() -> u64 {
+    mesh_node::messaging::MAX_BODY_LEN as u64
 }
 
 /// This library's version (the crate's), for an app's about screen and bug reports.

@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use mesh_blob::store::PutOptions;
 use mesh_crypto::{Hash256, PeerId};
@@ -27,8 +26,15 @@ type Ble = BleTransport<AppRadio, TokioRuntime>;
 type Inner = Node<Transports<WebRtcTransport<RoutedSignaling>, Ble>, TokioRuntime>;
 
 /// Events waiting for [`MeshNode::next_event`] at most; when the app does not read them,
-/// messages wait in the messenger (they get no receipt, so their senders send them again).
+/// the messenger's own queue fills next, and past that new messages are dropped without a
+/// receipt (their senders send them again). A receipt says the message reached this node's
+/// queue, not that the app stored it: an app that must not lose messages across a crash
+/// persists each one as it reads it.
 pub const EVENT_QUEUE: usize = 256;
+
+/// How long [`MeshNode::stop`] waits for the protocols to write their state and the links to
+/// close (a radio whose writes never complete, say) before it closes the database anyway.
+pub const STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Recovery verification codes remembered, at most (the newest).
 const MAX_CODES: usize = 256;
@@ -112,6 +118,17 @@ pub enum NodeEvent {
     },
 }
 
+/// What carries a link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum LinkKind {
+    /// WebRTC data channels (over any IP network).
+    WebRtc,
+    /// Bluetooth Low Energy (GATT).
+    Ble,
+    /// In-process (tests).
+    Memory,
+}
+
 /// One open link.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct LinkInfo {
@@ -119,8 +136,8 @@ pub struct LinkInfo {
     pub peer: String,
     /// Where it can be dialed (empty: only through others).
     pub address: String,
-    /// `webrtc`, `ble` or `memory`.
-    pub kind: String,
+    /// What carries it.
+    pub kind: LinkKind,
     /// Smoothed round-trip time, in milliseconds, once measured.
     pub rtt_ms: Option<u64>,
 }
@@ -151,12 +168,15 @@ pub struct GuardianCode {
 /// library's runtime.
 #[derive(uniffi::Object)]
 pub struct MeshNode {
-    node: Inner,
+    /// Taken by [`MeshNode::stop`]: once stopped, nothing here holds the node's pool (its
+    /// transport and listeners go with it).
+    node: std::sync::Mutex<Option<Inner>>,
+    peer: PeerId,
+    address: String,
     events: Mutex<mpsc::Receiver<NodeEvent>>,
     ble: BleAttacher<AppRadio, TokioRuntime>,
     bootstrap: Vec<(PeerId, String)>,
     codes: Arc<std::sync::Mutex<Vec<(Hash256, String)>>>,
-    stopped: AtomicBool,
     /// Released once the store is closed.
     claim: std::sync::Mutex<Option<Claim>>,
 }
@@ -164,8 +184,8 @@ pub struct MeshNode {
 impl std::fmt::Debug for MeshNode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MeshNode")
-            .field("peer", &self.node.peer_id())
-            .field("address", &self.node.address)
+            .field("peer", &self.peer)
+            .field("address", &self.address)
             .finish_non_exhaustive()
     }
 }
@@ -350,12 +370,13 @@ async fn start(
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
     rt.spawn(Box::pin(pump(events, tx, Arc::clone(&codes))));
     Ok(Arc::new(MeshNode {
-        node,
+        peer: node.peer_id(),
+        address: node.address.clone(),
+        node: std::sync::Mutex::new(Some(node)),
         events: Mutex::new(rx),
         ble: attacher,
         bootstrap,
         codes,
-        stopped: AtomicBool::new(false),
         claim: std::sync::Mutex::new(Some(claim)),
     }))
 }
@@ -363,14 +384,22 @@ async fn start(
 /// Moves the node's messaging and recovery events, converted, into one queue; ends when both
 /// end (the node stopped) or the app's side is gone.
 async fn pump(
-    mut events: mesh_node::NodeEvents,
+    events: mesh_node::NodeEvents,
     tx: mpsc::Sender<NodeEvent>,
     codes: Arc<std::sync::Mutex<Vec<(Hash256, String)>>>,
 ) {
+    let mesh_node::NodeEvents {
+        mut messages,
+        mut recovery,
+        gossip,
+    } = events;
+    // Gossip of other topics is not part of this API: drop it at the source rather than let
+    // a full queue of it sit in memory.
+    drop(gossip);
     let (mut messages_open, mut recovery_open) = (true, true);
     while messages_open || recovery_open {
         let event = tokio::select! {
-            m = events.messages.recv(), if messages_open => match m {
+            m = messages.recv(), if messages_open => match m {
                 Some(MessagingEvent::Message(m)) => Some(NodeEvent::Message {
                     id: m.id.to_hex(),
                     sender: m.from.to_string(),
@@ -387,7 +416,7 @@ async fn pump(
                     None
                 }
             },
-            r = events.recovery.recv(), if recovery_open => {
+            r = recovery.recv(), if recovery_open => {
                 recovery_open = r.is_some();
                 r.map(|e| recovery_event(e, &codes))
             }
@@ -442,12 +471,20 @@ fn recovery_event(
 }
 
 impl MeshNode {
-    fn check_running(&self) -> Result<(), MeshError> {
-        if self.stopped.load(Ordering::Acquire) {
-            Err(MeshError::Closed)
-        } else {
-            Ok(())
-        }
+    /// The running node, or [`MeshError::Closed`].
+    fn node(&self) -> Result<Inner, MeshError> {
+        self.node
+            .lock()
+            .ok()
+            .and_then(|n| n.clone())
+            .ok_or(MeshError::Closed)
+    }
+
+    /// Takes the node out (once): stop and drop shut it down.
+    fn take(&self) -> Option<(Inner, Option<Claim>)> {
+        let node = self.node.lock().ok()?.take()?;
+        let claim = self.claim.lock().ok().and_then(|mut c| c.take());
+        Some((node, claim))
     }
 
     /// Each of `guardians` (peer ids) with where to dial it (an open link's address, or what
@@ -470,33 +507,39 @@ impl MeshNode {
 impl MeshNode {
     /// This node's peer id.
     pub fn peer_id(&self) -> String {
-        self.node.peer_id().to_string()
+        self.peer.to_string()
     }
 
     /// Where peers dial this node (its signaling URL, `relay:PEER_ID`, or empty).
     pub fn address(&self) -> String {
-        self.node.address.clone()
+        self.address.clone()
     }
 
-    /// Sends `body` (at most 64 KiB) to `to`, encrypted to it and signed: over an open link
-    /// when there is one, else through the mesh (which also holds it for a peer that is
-    /// offline, until it pulls). Returns the message id its [`NodeEvent::Delivered`] names.
+    /// Sends `body` (at most [`crate::max_message_len`] bytes, about 63 KiB) to `to`,
+    /// encrypted to it and signed: over an open link when there is one, else through the mesh
+    /// (which also holds it for a peer that is offline, until it pulls). Returns the message id
+    /// its [`NodeEvent::Delivered`] names.
     ///
     /// # Errors
     /// [`MeshError::InvalidInput`] for a malformed peer id, this node itself, or a body over
     /// the limit; [`MeshError::Closed`].
     pub async fn send(&self, to: String, body: Vec<u8>) -> Result<String, MeshError> {
-        self.check_running()?;
         let to = parse_peer(&to)?;
-        let messenger = self.node.messenger.clone();
+        let messenger = self.node()?.messenger.clone();
         on_runtime(async move {
+            use mesh_gossip::driver::DriverError as Gossip;
+            use mesh_node::MessagingError as E;
             match messenger.send(to, &body).await {
                 Ok(id) => Ok(id.to_hex()),
-                Err(mesh_node::MessagingError::Stopped) => Err(MeshError::Closed),
-                Err(e @ mesh_node::MessagingError::Gossip(_)) => Err(MeshError::Refused {
+                Err(E::Stopped | E::Gossip(Gossip::Stopped)) => Err(MeshError::Closed),
+                Err(E::Gossip(Gossip::Storage(e))) => Err(storage(e)),
+                Err(e @ E::Gossip(_)) => Err(MeshError::Refused {
                     reason: e.to_string(),
                 }),
-                Err(e) => Err(invalid(e)),
+                Err(e @ (E::TooLarge(_) | E::ToSelf)) => Err(invalid(e)),
+                Err(e) => Err(MeshError::Internal {
+                    reason: e.to_string(),
+                }),
             }
         })
         .await
@@ -513,9 +556,8 @@ impl MeshNode {
     /// # Errors
     /// [`MeshError::InvalidInput`]; [`MeshError::Unreachable`] when the link cannot be made.
     pub async fn connect(&self, peer: String, address: String) -> Result<(), MeshError> {
-        self.check_running()?;
         let peer = parse_peer(&peer)?;
-        let node = self.node.clone();
+        let node = self.node()?;
         on_runtime(async move {
             node.pool
                 .dial(peer, &address)
@@ -532,20 +574,23 @@ impl MeshNode {
 
     /// The open links.
     pub fn links(&self) -> Vec<LinkInfo> {
-        let pool = &self.node.pool;
+        let Ok(node) = self.node() else {
+            return Vec::new();
+        };
+        let pool = &node.pool;
         pool.connected()
             .into_iter()
             .filter_map(|peer| {
                 let c = pool.connection(&peer)?;
                 let kind = match c.kind() {
-                    TransportKind::WebRtc => "webrtc",
-                    TransportKind::Ble => "ble",
-                    _ => "memory",
+                    TransportKind::WebRtc => LinkKind::WebRtc,
+                    TransportKind::Ble => LinkKind::Ble,
+                    _ => LinkKind::Memory,
                 };
                 Some(LinkInfo {
                     peer: peer.to_string(),
                     address: pool.address_of(&peer).unwrap_or_default(),
-                    kind: kind.into(),
+                    kind,
                     rtt_ms: c
                         .quality()
                         .rtt
@@ -568,7 +613,7 @@ impl MeshNode {
         central: bool,
         expected_peer: Option<String>,
     ) -> Result<Arc<BleLink>, MeshError> {
-        self.check_running()?;
+        self.node()?;
         let expected = expected_peer.as_deref().map(parse_peer).transpose()?;
         let (radio, link) = AppRadio::new(radio);
         let attacher = self.ble.clone();
@@ -597,8 +642,7 @@ impl MeshNode {
     /// # Errors
     /// [`MeshError::Refused`] when over the store's limits; [`MeshError::Storage`].
     pub async fn blob_put(&self, data: Vec<u8>) -> Result<String, MeshError> {
-        self.check_running()?;
-        let node = self.node.clone();
+        let node = self.node()?;
         on_runtime(async move {
             let now = node.pool.runtime().unix_time();
             let stored = node
@@ -631,10 +675,9 @@ impl MeshNode {
         id: String,
         provider: Option<String>,
     ) -> Result<Vec<u8>, MeshError> {
-        self.check_running()?;
         let id = mesh_blob::manifest::BlobId(parse_hash(&id, "blob id")?);
         let provider = provider.as_deref().map(parse_peer).transpose()?;
-        let node = self.node.clone();
+        let node = self.node()?;
         on_runtime(async move {
             let store = node.blobs.store();
             if !store.contains(&id).await.map_err(blob_error)? {
@@ -658,9 +701,7 @@ impl MeshNode {
                         },
                     )
                     .await
-                    .map_err(|e| MeshError::Unreachable {
-                        reason: e.to_string(),
-                    })?;
+                    .map_err(fetch_error)?;
             }
             store.get(&id).await.map_err(blob_error)
         })
@@ -679,7 +720,6 @@ impl MeshNode {
         guardians: Vec<String>,
         threshold: u32,
     ) -> Result<String, MeshError> {
-        self.check_running()?;
         let k = u8::try_from(threshold)
             .ok()
             .filter(|k| *k >= 1 && usize::from(*k) <= guardians.len())
@@ -689,7 +729,7 @@ impl MeshNode {
                     guardians.len()
                 ))
             })?;
-        let node = self.node.clone();
+        let node = self.node()?;
         on_runtime(async move {
             let list = Self::locate_all(&node, &guardians).await?;
             let set = node
@@ -707,9 +747,8 @@ impl MeshNode {
     /// # Errors
     /// [`MeshError::InvalidInput`]; [`MeshError::Closed`].
     pub async fn recovery_guard(&self, owner: String, allow: bool) -> Result<(), MeshError> {
-        self.check_running()?;
         let owner = parse_peer(&owner)?;
-        let node = self.node.clone();
+        let node = self.node()?;
         on_runtime(async move {
             node.recovery
                 .allow_owner(owner, allow)
@@ -724,8 +763,7 @@ impl MeshNode {
     /// # Errors
     /// [`MeshError::Closed`].
     pub async fn recovery_requests(&self) -> Result<Vec<RecoveryRequest>, MeshError> {
-        self.check_running()?;
-        let node = self.node.clone();
+        let node = self.node()?;
         let codes = Arc::clone(&self.codes);
         on_runtime(async move {
             let pending = node
@@ -755,9 +793,8 @@ impl MeshNode {
     /// # Errors
     /// [`MeshError::InvalidInput`]; [`MeshError::Refused`] for an unknown or expired request.
     pub async fn recovery_approve(&self, request_id: String) -> Result<(), MeshError> {
-        self.check_running()?;
         let id = parse_hash(&request_id, "request id")?;
-        let node = self.node.clone();
+        let node = self.node()?;
         on_runtime(async move { node.recovery.approve(id).await.map_err(recovery_error) }).await
     }
 
@@ -766,9 +803,8 @@ impl MeshNode {
     /// # Errors
     /// [`MeshError::InvalidInput`]; [`MeshError::Refused`] for an unknown request.
     pub async fn recovery_deny(&self, request_id: String) -> Result<(), MeshError> {
-        self.check_running()?;
         let id = parse_hash(&request_id, "request id")?;
-        let node = self.node.clone();
+        let node = self.node()?;
         on_runtime(async move { node.recovery.deny(id).await.map_err(recovery_error) }).await
     }
 
@@ -783,12 +819,11 @@ impl MeshNode {
         owner: String,
         guardians: Vec<String>,
     ) -> Result<Vec<GuardianCode>, MeshError> {
-        self.check_running()?;
         let owner = parse_peer(&owner)?;
         if guardians.is_empty() {
             return Err(invalid("at least one guardian"));
         }
-        let node = self.node.clone();
+        let node = self.node()?;
         on_runtime(async move {
             let list = Self::locate_all(&node, &guardians).await?;
             let codes = node
@@ -807,24 +842,42 @@ impl MeshNode {
         .await
     }
 
-    /// The recovered identity of `owner` (after [`NodeEvent::Recovered`]); once. Keep it with
-    /// [`MeshIdentity::save`], then restart the app's node with it.
+    /// The recovered identity of `owner` (after [`NodeEvent::Recovered`]), saved into
+    /// `storage` before it is handed over (the node gives it out once: a call cancelled half
+    /// way must not lose it). Restart the app's node with it.
     ///
     /// # Errors
-    /// [`MeshError::Refused`] when it was not (or no longer is) recovered here.
-    pub async fn recovery_take(&self, owner: String) -> Result<Arc<MeshIdentity>, MeshError> {
-        self.check_running()?;
+    /// [`MeshError::Refused`] when it was not (or no longer is) recovered here; the storage's
+    /// failure (the key then stays here for another try).
+    pub async fn recovery_take(
+        &self,
+        owner: String,
+        storage: Arc<dyn crate::identity::SecureStorage>,
+    ) -> Result<Arc<MeshIdentity>, MeshError> {
         let owner = parse_peer(&owner)?;
-        let node = self.node.clone();
-        on_runtime(async move {
-            let identity = node
+        let node = self.node()?;
+        // Not `on_runtime`: this must finish even if the caller stops waiting.
+        let task = runtime().spawn(async move {
+            let held = node
                 .recovery
+                .recovered(owner)
+                .await
+                .map_err(recovery_error)?;
+            let Some(identity) = held else {
+                return Err(MeshError::Refused {
+                    reason: format!("{owner}'s key is not recovered here"),
+                });
+            };
+            crate::identity::save_to(&storage, &identity).await?;
+            node.recovery
                 .take_recovered(owner)
                 .await
                 .map_err(recovery_error)?;
             Ok(MeshIdentity::wrap(identity))
-        })
-        .await
+        });
+        task.await.map_err(|e| MeshError::Internal {
+            reason: e.to_string(),
+        })?
     }
 
     /// The device's network changed (Wi-Fi to cellular, a new address, back online): the
@@ -836,17 +889,23 @@ impl MeshNode {
     /// # Errors
     /// [`MeshError::Closed`].
     pub async fn network_changed(&self) -> Result<u32, MeshError> {
-        self.check_running()?;
-        let node = self.node.clone();
+        let node = self.node()?;
         let bootstrap = self.bootstrap.clone();
         on_runtime(async move {
-            for peer in node.pool.connected() {
-                if let Some(c) = node.pool.connection(&peer)
-                    && c.kind() == TransportKind::WebRtc
-                {
-                    let _ = c.close().await;
-                }
-            }
+            // Forgotten first (so the dials below make new links), closed all at once (each
+            // close may wait for its data channel to drain).
+            let webrtc: Vec<PeerId> = node
+                .pool
+                .connected()
+                .into_iter()
+                .filter(|p| {
+                    node.pool
+                        .connection(p)
+                        .is_some_and(|c| c.kind() == TransportKind::WebRtc)
+                })
+                .collect();
+            let pool = &node.pool;
+            futures_util::future::join_all(webrtc.iter().map(|p| pool.close_link(p))).await;
             let mut linked = 0u32;
             for (peer, url) in &bootstrap {
                 match node.pool.dial(*peer, url).await {
@@ -868,18 +927,16 @@ impl MeshNode {
     /// nothing once the queued events are read; other calls fail with [`MeshError::Closed`].
     /// Stopping twice does nothing.
     pub async fn stop(&self) {
-        if self.stopped.swap(true, Ordering::AcqRel) {
+        let Some((node, claim)) = self.take() else {
             return;
-        }
-        let node = self.node.clone();
-        let claim = self.claim.lock().ok().and_then(|mut c| c.take());
-        let _ = on_runtime(async move {
-            node.shutdown().await;
-            let _ = node.store.close().await;
-            drop(claim);
-            Ok(())
-        })
-        .await;
+        };
+        // Not `on_runtime`: a stop the caller stops waiting for still completes.
+        let _ = runtime()
+            .spawn(async move {
+                shut_down(&node).await;
+                drop(claim);
+            })
+            .await;
     }
 }
 
@@ -887,15 +944,36 @@ impl Drop for MeshNode {
     /// A node the app let go of without [`MeshNode::stop`] is stopped in the background, so
     /// its tasks, links and database do not outlive every handle to it.
     fn drop(&mut self) {
-        if !self.stopped.swap(true, Ordering::AcqRel) {
-            let node = self.node.clone();
-            let claim = self.claim.lock().ok().and_then(|mut c| c.take());
+        if let Some((node, claim)) = self.take() {
             runtime().spawn(async move {
-                node.shutdown().await;
-                let _ = node.store.close().await;
+                shut_down(&node).await;
                 drop(claim);
             });
         }
+    }
+}
+
+/// Stops the node's protocols and links (within [`STOP_TIMEOUT`]) and closes its database.
+async fn shut_down(node: &Inner) {
+    if tokio::time::timeout(STOP_TIMEOUT, node.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "the node did not stop within {STOP_TIMEOUT:?}: closing its database anyway"
+        );
+    }
+    let _ = node.store.close().await;
+}
+
+fn fetch_error(e: mesh_blob::transfer::FetchError) -> MeshError {
+    use mesh_blob::transfer::FetchError;
+    match e {
+        FetchError::Stopped => MeshError::Closed,
+        FetchError::Store(e) => blob_error(e),
+        other => MeshError::Unreachable {
+            reason: other.to_string(),
+        },
     }
 }
 
@@ -905,6 +983,7 @@ fn blob_error(e: mesh_blob::BlobError) -> MeshError {
             reason: format!("blob {}", id.0.to_hex()),
         },
         mesh_blob::BlobError::Storage(e) => storage(e),
+        e @ mesh_blob::BlobError::Corrupt { .. } => storage(e),
         other => MeshError::Refused {
             reason: other.to_string(),
         },

@@ -307,10 +307,10 @@ impl<T: Transport + 'static, R: Runtime> Node<T, R> {
         Ok(self.gossip.add_neighbour(peer, address).await?)
     }
 
-    /// Stops every driver (after each wrote what it must) and closes every link. The store can
-    /// be reopened once the node's handles are dropped and the drivers' tasks have ended (a
-    /// moment later: they end asynchronously). The pool keeps accepting links until the
-    /// transport is dropped.
+    /// Stops every driver (after each wrote what it must), stops accepting links and closes
+    /// every link. The store can be reopened once the node's handles are dropped and the
+    /// drivers' tasks have ended (a moment later: they end asynchronously); the transport (and
+    /// any listener it has) goes with the last handle.
     pub async fn shutdown(&self) {
         // Messaging first: it publishes through gossip.
         let _ = self.messenger.shutdown().await;
@@ -318,6 +318,6 @@ impl<T: Transport + 'static, R: Runtime> Node<T, R> {
         let _ = self.dht.shutdown().await;
         let _ = self.recovery.shutdown().await;
         self.blobs.shutdown();
-        self.pool.close_all().await;
+        self.pool.shutdown().await;
     }
 }

@@ -94,6 +94,7 @@ enum Command {
     Approve(Hash256, Reply<()>),
     Deny(Hash256, Reply<()>),
     TakeRecovered(PeerId, Reply<Identity>),
+    Recovered(PeerId, oneshot::Sender<Option<Identity>>),
     Unacknowledged(SetId, oneshot::Sender<Vec<PeerId>>),
     Held(oneshot::Sender<Vec<(PeerId, SetId)>>),
     Shutdown(oneshot::Sender<()>),
@@ -210,6 +211,14 @@ impl RecoveryHandle {
     /// Too few shares yet, or [`DriverError::Stopped`].
     pub async fn take_recovered(&self, owner: PeerId) -> Result<Identity, DriverError> {
         Ok(self.call(|r| Command::TakeRecovered(owner, r)).await??)
+    }
+
+    /// See [`RecoveryNode::recovered`].
+    ///
+    /// # Errors
+    /// [`DriverError::Stopped`].
+    pub async fn recovered(&self, owner: PeerId) -> Result<Option<Identity>, DriverError> {
+        self.call(|r| Command::Recovered(owner, r)).await
     }
 
     /// See [`RecoveryNode::unacknowledged`].
@@ -416,6 +425,7 @@ impl<T: Transport + 'static, R: Runtime> Driver<T, R> {
             Command::Approve(id, r) => drop(r.send(n.approve(&id, now))),
             Command::Deny(id, r) => drop(r.send(n.deny(&id, now))),
             Command::TakeRecovered(owner, r) => drop(r.send(n.take_recovered(&owner))),
+            Command::Recovered(owner, r) => drop(r.send(n.recovered(&owner))),
             Command::Unacknowledged(set, r) => drop(r.send(n.unacknowledged(&set))),
             Command::Held(r) => drop(r.send(n.held())),
             Command::Shutdown(r) => drop(r.send(())),

@@ -1463,6 +1463,15 @@ impl RecoveryNode {
         }
     }
 
+    /// The recovered identity of `owner`, if it is back, without handing it over: an
+    /// application saves it first, then takes it with [`RecoveryNode::take_recovered`], so
+    /// that a failed save does not lose the key.
+    pub fn recovered(&self, owner: &PeerId) -> Option<Identity> {
+        self.recovered
+            .get(owner)
+            .map(|seed| Identity::from_seed(seed))
+    }
+
     /// The recovered identity of `owner`, once [`Event::Recovered`] came.
     ///
     /// # Errors

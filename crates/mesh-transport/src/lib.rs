@@ -104,6 +104,13 @@ pub trait Connection: MaybeSend + MaybeSync {
     async fn ping(&self) -> Result<(), TransportError>;
     /// Closes the link (the remote's `recv` then returns [`TransportError::Closed`]).
     async fn close(&self) -> Result<(), TransportError>;
+    /// Whether this side started the link although it came through [`Transport::accept`]: a
+    /// BLE link whose central is this device, which the platform connected and handed over.
+    /// The pool treats such a link as dialed by this side when it chooses between two links
+    /// to one peer, so that both sides choose the same. Default: no.
+    fn initiated_here(&self) -> bool {
+        false
+    }
 }
 
 /// Dials and accepts links of one kind.

@@ -212,4 +212,11 @@ impl<A: Connection, B: Connection> Connection for Either<A, B> {
             Self::Second(c) => c.close().await,
         }
     }
+
+    fn initiated_here(&self) -> bool {
+        match self {
+            Self::First(c) => c.initiated_here(),
+            Self::Second(c) => c.initiated_here(),
+        }
+    }
 }

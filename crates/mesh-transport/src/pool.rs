@@ -64,6 +64,8 @@ struct Inner<T: Transport, R: Runtime> {
     routes: Mutex<HashMap<u8, mpsc::Sender<Incoming>>>,
     serial: AtomicU64,
     dropped: AtomicU64,
+    /// Set by [`Pool::shutdown`]: no more accepting, new links closed.
+    stopped: watch::Sender<bool>,
     /// Bumped whenever a link comes up, goes down, or its peer's address becomes known.
     changes: watch::Sender<u64>,
 }
@@ -137,6 +139,7 @@ impl<T: Transport + 'static, R: Runtime> Pool<T, R> {
                 serial: AtomicU64::new(1),
                 changes: watch::channel(0).0,
                 dropped: AtomicU64::new(0),
+                stopped: watch::channel(false).0,
             }),
         }
     }
@@ -301,18 +304,52 @@ impl<T: Transport + 'static, R: Runtime> Pool<T, R> {
         }));
     }
 
-    /// Accepts incoming links until the transport fails (spawned on the runtime).
+    /// Accepts incoming links until the transport fails or [`Pool::shutdown`] (spawned on the
+    /// runtime).
     pub fn start_accepting(&self) {
         let pool = self.clone();
+        let mut stopped = self.inner.stopped.subscribe();
         self.inner.runtime.spawn(Box::pin(async move {
-            while let Ok(conn) = pool.inner.transport.accept().await {
+            loop {
+                let accepted = tokio::select! {
+                    r = pool.inner.transport.accept() => r,
+                    _ = stopped.wait_for(|s| *s) => return,
+                };
+                let Ok(conn) = accepted else {
+                    return;
+                };
                 let p = pool.clone();
                 pool.inner.runtime.spawn(Box::pin(async move {
-                    // Over the limit: refused by `add`, which closes it.
+                    // Over the limit (or shut down): refused by `add`, which closes it.
                     let _ = p.add(conn, None).await;
                 }));
             }
         }));
+    }
+
+    /// Stops accepting and closes every link; links that arrive later are closed at once. The
+    /// transport goes when the last handle to the pool does (its listeners with it).
+    pub async fn shutdown(&self) {
+        self.inner.stopped.send_replace(true);
+        self.close_all().await;
+    }
+
+    /// Closes the link to `peer`, forgetting it first, so that the next [`Pool::dial`] makes a
+    /// new link rather than finding the closing one (after a network change, say). Whether
+    /// there was one.
+    pub async fn close_link(&self, peer: &PeerId) -> bool {
+        let link = self
+            .inner
+            .links
+            .lock()
+            .ok()
+            .and_then(|mut l| l.remove(peer));
+        let Some(link) = link else {
+            return false;
+        };
+        self.changed();
+        let _ = link.conn.close().await;
+        true
     }
 
     /// Closes every link.
@@ -383,6 +420,10 @@ impl<T: Transport + 'static, R: Runtime> Pool<T, R> {
     ) -> Result<Arc<T::Connection>, TransportError> {
         let conn = Arc::new(conn);
         let peer = conn.remote();
+        if *self.inner.stopped.borrow() {
+            let _ = conn.close().await;
+            return Err(TransportError::Closed);
+        }
         // First on the link, before any protocol's frame.
         let hello = Frame {
             protocol: ProtocolId::PEER,
@@ -407,7 +448,7 @@ impl<T: Transport + 'static, R: Runtime> Pool<T, R> {
                     "connection limit reached".into(),
                 ));
             }
-            let ours = dialed.is_some();
+            let ours = dialed.is_some() || conn.initiated_here();
             if let Some(old) = links.get(&peer) {
                 let lower_dials = self.inner.local < peer;
                 let keep_old = old.dialed != ours && old.dialed == lower_dials;

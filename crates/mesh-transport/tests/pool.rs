@@ -322,3 +322,42 @@ async fn watchers_wake_when_a_link_comes_up_its_address_is_known_and_it_goes_dow
     }
     assert!(!pb.connected().contains(&alice.peer_id()), "the link went");
 }
+
+#[tokio::test]
+async fn a_shut_down_pool_takes_no_more_links_and_close_link_forces_a_new_dial() {
+    let net = MemoryNetwork::new(TokioRuntime::current(), LinkConfig::default());
+    let (alice, bob) = (
+        Arc::new(Identity::generate()),
+        Arc::new(Identity::generate()),
+    );
+    let pa = pool(&net, &alice, "mem:alice");
+    let pb = pool(&net, &bob, "mem:bob");
+    let mut bob_dht = pb.subscribe(ProtocolId::DHT);
+    let f = |n: u8| Frame::new(ProtocolId::DHT, vec![n]).unwrap();
+    pa.send(bob.peer_id(), "mem:bob", f(1)).await.unwrap();
+    next(&mut bob_dht).await;
+    let first = pa.connection(&bob.peer_id()).unwrap();
+
+    // Closed and forgotten at once: the next send dials a new link.
+    assert!(pa.close_link(&bob.peer_id()).await);
+    assert!(!pa.close_link(&bob.peer_id()).await);
+    assert!(pa.connected().is_empty());
+    pa.send(bob.peer_id(), "mem:bob", f(2)).await.unwrap();
+    assert_eq!(next(&mut bob_dht).await.payload, [2]);
+    let second = pa.connection(&bob.peer_id()).unwrap();
+    assert!(!Arc::ptr_eq(&first, &second));
+
+    // Bob shuts down: his links close and he accepts no new ones.
+    pb.shutdown().await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(pb.connected().is_empty());
+    let _ = pa.send(bob.peer_id(), "mem:bob", f(3)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(pb.connected().is_empty(), "a shut-down pool took a link");
+    assert!(
+        timeout(Duration::from_millis(200), bob_dht.recv())
+            .await
+            .map_or(true, |m| m.is_none()),
+        "a frame reached a shut-down pool"
+    );
+}

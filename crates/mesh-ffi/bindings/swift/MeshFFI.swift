@@ -797,7 +797,8 @@ public func FfiConverterTypeBleLink_lower(_ value: BleLink) -> UInt64 {
 public protocol BleRadio: AnyObject, Sendable {
     
     /**
-     * The negotiated ATT MTU (23 to 517): each write carries at most `mtu - 3` bytes.
+     * The negotiated ATT MTU (23 to 517): each write carries at most `mtu - 3` bytes. Read
+     * once, when the radio is attached: attach after the MTU exchange.
      */
     func mtu()  -> UInt32
     
@@ -812,9 +813,10 @@ public protocol BleRadio: AnyObject, Sendable {
     func write(data: Data) async throws 
     
     /**
-     * The library is done with this connection (the link closed): disconnect.
+     * The library is done with this connection (the link closed, or the node stopped):
+     * disconnect. Called once.
      */
-    func close() 
+    func disconnect() 
     
 }
 /**
@@ -877,7 +879,8 @@ open class BleRadioImpl: BleRadio, @unchecked Sendable {
 
     
     /**
-     * The negotiated ATT MTU (23 to 517): each write carries at most `mtu - 3` bytes.
+     * The negotiated ATT MTU (23 to 517): each write carries at most `mtu - 3` bytes. Read
+     * once, when the radio is attached: attach after the MTU exchange.
      */
 open func mtu() -> UInt32  {
     return try!  FfiConverterUInt32.lift(try! rustCall() {
@@ -913,11 +916,12 @@ open func write(data: Data)async throws   {
 }
     
     /**
-     * The library is done with this connection (the link closed): disconnect.
+     * The library is done with this connection (the link closed, or the node stopped):
+     * disconnect. Called once.
      */
-open func close()  {try! rustCall() {
+open func disconnect()  {try! rustCall() {
         uniffiCallStatus in
-    uniffi_mesh_ffi_fn_method_bleradio_close(
+    uniffi_mesh_ffi_fn_method_bleradio_disconnect(
             self.uniffiCloneHandle(),uniffiCallStatus
     )
 }
@@ -1014,7 +1018,7 @@ fileprivate struct UniffiCallbackInterfaceBleRadio {
                 droppedCallback: uniffiOutDroppedCallback
             )
         },
-        close: { (
+        disconnect: { (
             uniffiHandle: UInt64,
             uniffiOutReturn: UnsafeMutableRawPointer,
             uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
@@ -1024,7 +1028,7 @@ fileprivate struct UniffiCallbackInterfaceBleRadio {
                 guard let uniffiObj = try? FfiConverterTypeBleRadio.handleMap.get(handle: uniffiHandle) else {
                     throw UniffiInternalError.unexpectedStaleHandle
                 }
-                return uniffiObj.close(
+                return uniffiObj.disconnect(
                 )
             }
 
@@ -1540,18 +1544,21 @@ public protocol MeshNodeProtocol: AnyObject, Sendable {
     func recoveryStart(owner: String, guardians: [String]) async throws  -> [GuardianCode]
     
     /**
-     * The recovered identity of `owner` (after [`NodeEvent::Recovered`]); once. Keep it with
-     * [`MeshIdentity::save`], then restart the app's node with it.
+     * The recovered identity of `owner` (after [`NodeEvent::Recovered`]), saved into
+     * `storage` before it is handed over (the node gives it out once: a call cancelled half
+     * way must not lose it). Restart the app's node with it.
      *
      * # Errors
-     * [`MeshError::Refused`] when it was not (or no longer is) recovered here.
+     * [`MeshError::Refused`] when it was not (or no longer is) recovered here; the storage's
+     * failure (the key then stays here for another try).
      */
-    func recoveryTake(owner: String) async throws  -> MeshIdentity
+    func recoveryTake(owner: String, storage: SecureStorage) async throws  -> MeshIdentity
     
     /**
-     * Sends `body` (at most 64 KiB) to `to`, encrypted to it and signed: over an open link
-     * when there is one, else through the mesh (which also holds it for a peer that is
-     * offline, until it pulls). Returns the message id its [`NodeEvent::Delivered`] names.
+     * Sends `body` (at most [`crate::max_message_len`] bytes, about 63 KiB) to `to`,
+     * encrypted to it and signed: over an open link when there is one, else through the mesh
+     * (which also holds it for a peer that is offline, until it pulls). Returns the message id
+     * its [`NodeEvent::Delivered`] names.
      *
      * # Errors
      * [`MeshError::InvalidInput`] for a malformed peer id, this node itself, or a body over
@@ -1936,18 +1943,20 @@ open func recoveryStart(owner: String, guardians: [String])async throws  -> [Gua
 }
     
     /**
-     * The recovered identity of `owner` (after [`NodeEvent::Recovered`]); once. Keep it with
-     * [`MeshIdentity::save`], then restart the app's node with it.
+     * The recovered identity of `owner` (after [`NodeEvent::Recovered`]), saved into
+     * `storage` before it is handed over (the node gives it out once: a call cancelled half
+     * way must not lose it). Restart the app's node with it.
      *
      * # Errors
-     * [`MeshError::Refused`] when it was not (or no longer is) recovered here.
+     * [`MeshError::Refused`] when it was not (or no longer is) recovered here; the storage's
+     * failure (the key then stays here for another try).
      */
-open func recoveryTake(owner: String)async throws  -> MeshIdentity  {
+open func recoveryTake(owner: String, storage: SecureStorage)async throws  -> MeshIdentity  {
     return
         try  await uniffiRustCallAsync(
             rustFutureFunc: {
                 uniffi_mesh_ffi_fn_method_meshnode_recovery_take(
-                        self.uniffiCloneHandle(),FfiConverterString.lower(owner)
+                        self.uniffiCloneHandle(),FfiConverterString.lower(owner),FfiConverterTypeSecureStorage_lower(storage)
                 )
             },
             pollFunc: ffi_mesh_ffi_rust_future_poll_u64,
@@ -1959,9 +1968,10 @@ open func recoveryTake(owner: String)async throws  -> MeshIdentity  {
 }
     
     /**
-     * Sends `body` (at most 64 KiB) to `to`, encrypted to it and signed: over an open link
-     * when there is one, else through the mesh (which also holds it for a peer that is
-     * offline, until it pulls). Returns the message id its [`NodeEvent::Delivered`] names.
+     * Sends `body` (at most [`crate::max_message_len`] bytes, about 63 KiB) to `to`,
+     * encrypted to it and signed: over an open link when there is one, else through the mesh
+     * (which also holds it for a peer that is offline, until it pulls). Returns the message id
+     * its [`NodeEvent::Delivered`] names.
      *
      * # Errors
      * [`MeshError::InvalidInput`] for a malformed peer id, this node itself, or a body over
@@ -2779,9 +2789,9 @@ public struct LinkInfo: Equatable, Hashable {
      */
     public var address: String
     /**
-     * `webrtc`, `ble` or `memory`.
+     * What carries it.
      */
-    public var kind: String
+    public var kind: LinkKind
     /**
      * Smoothed round-trip time, in milliseconds, once measured.
      */
@@ -2797,8 +2807,8 @@ public struct LinkInfo: Equatable, Hashable {
          * Where it can be dialed (empty: only through others).
          */address: String, 
         /**
-         * `webrtc`, `ble` or `memory`.
-         */kind: String, 
+         * What carries it.
+         */kind: LinkKind, 
         /**
          * Smoothed round-trip time, in milliseconds, once measured.
          */rttMs: UInt64?) {
@@ -2826,7 +2836,7 @@ public struct FfiConverterTypeLinkInfo: FfiConverterRustBuffer {
             try LinkInfo(
                 peer: FfiConverterString.read(from: &buf), 
                 address: FfiConverterString.read(from: &buf), 
-                kind: FfiConverterString.read(from: &buf), 
+                kind: FfiConverterTypeLinkKind.read(from: &buf), 
                 rttMs: FfiConverterOptionUInt64.read(from: &buf)
         )
     }
@@ -2834,7 +2844,7 @@ public struct FfiConverterTypeLinkInfo: FfiConverterRustBuffer {
     public static func write(_ value: LinkInfo, into buf: inout [UInt8]) {
         FfiConverterString.write(value.peer, into: &buf)
         FfiConverterString.write(value.address, into: &buf)
-        FfiConverterString.write(value.kind, into: &buf)
+        FfiConverterTypeLinkKind.write(value.kind, into: &buf)
         FfiConverterOptionUInt64.write(value.rttMs, into: &buf)
     }
 }
@@ -3066,6 +3076,91 @@ public func FfiConverterTypeRecoveryRequest_lower(_ value: RecoveryRequest) -> R
 
 
 /**
+ * What carries a link.
+ */
+
+public enum LinkKind: Equatable, Hashable {
+    
+    /**
+     * WebRTC data channels (over any IP network).
+     */
+    case webRtc
+    /**
+     * Bluetooth Low Energy (GATT).
+     */
+    case ble
+    /**
+     * In-process (tests).
+     */
+    case memory
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension LinkKind: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeLinkKind: FfiConverterRustBuffer {
+    typealias SwiftType = LinkKind
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> LinkKind {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .webRtc
+        
+        case 2: return .ble
+        
+        case 3: return .memory
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: LinkKind, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .webRtc:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .ble:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .memory:
+            writeInt(&buf, Int32(3))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeLinkKind_lift(_ buf: RustBuffer) throws -> LinkKind {
+    return try FfiConverterTypeLinkKind.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeLinkKind_lower(_ value: LinkKind) -> RustBuffer {
+    return FfiConverterTypeLinkKind.lower(value)
+}
+
+
+
+/**
  * What went wrong, as the app sees it: one exception type per case, with a readable reason.
  */
 public 
@@ -3135,6 +3230,14 @@ enum MeshError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
      * The node (or link) was stopped.
      */
     case Closed
+    /**
+     * A fault inside the library (a bug: please report it with the reason).
+     */
+    case Internal(
+        /**
+         * Details.
+         */reason: String
+    )
 
     
 
@@ -3185,6 +3288,9 @@ public struct FfiConverterTypeMeshError: FfiConverterRustBuffer {
             reason: try FfiConverterString.read(from: &buf)
             )
         case 9: return .Closed
+        case 10: return .Internal(
+            reason: try FfiConverterString.read(from: &buf)
+            )
 
          default: throw UniffiInternalError.unexpectedEnumCase
         }
@@ -3238,6 +3344,11 @@ public struct FfiConverterTypeMeshError: FfiConverterRustBuffer {
         case .Closed:
             writeInt(&buf, Int32(9))
         
+        
+        case let .Internal(reason):
+            writeInt(&buf, Int32(10))
+            FfiConverterString.write(reason, into: &buf)
+            
         }
     }
 }
@@ -3883,6 +3994,16 @@ public func uniffiForeignFutureHandleCountMeshFfi() -> Int {
     UNIFFI_FOREIGN_FUTURE_HANDLE_MAP.count
 }
 /**
+ * The largest message body [`node::MeshNode::send`] takes, in bytes.
+ */
+public func maxMessageLen() -> UInt64  {
+    return try!  FfiConverterUInt64.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_mesh_ffi_fn_func_max_message_len(uniffiCallStatus
+    )
+})
+}
+/**
  * This library's version (the crate's), for an app's about screen and bug reports.
  */
 public func meshVersion() -> String  {
@@ -3967,6 +4088,9 @@ private let initializationResult: InitializationResult = {
     if bindings_contract_version != scaffolding_contract_version {
         return InitializationResult.contractVersionMismatch
     }
+    if (uniffi_mesh_ffi_checksum_func_max_message_len() != 47821) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_mesh_ffi_checksum_func_mesh_version() != 55805) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -3991,13 +4115,13 @@ private let initializationResult: InitializationResult = {
     if (uniffi_mesh_ffi_checksum_method_blelink_wait_connected() != 43633) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_mesh_ffi_checksum_method_bleradio_mtu() != 12188) {
+    if (uniffi_mesh_ffi_checksum_method_bleradio_mtu() != 33622) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_mesh_ffi_checksum_method_bleradio_write() != 56609) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_mesh_ffi_checksum_method_bleradio_close() != 62048) {
+    if (uniffi_mesh_ffi_checksum_method_bleradio_disconnect() != 39593) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_mesh_ffi_checksum_method_meshidentity_fingerprint() != 64967) {
@@ -4075,10 +4199,10 @@ private let initializationResult: InitializationResult = {
     if (uniffi_mesh_ffi_checksum_method_meshnode_recovery_start() != 43369) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_mesh_ffi_checksum_method_meshnode_recovery_take() != 4124) {
+    if (uniffi_mesh_ffi_checksum_method_meshnode_recovery_take() != 65157) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_mesh_ffi_checksum_method_meshnode_send() != 64044) {
+    if (uniffi_mesh_ffi_checksum_method_meshnode_send() != 37515) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_mesh_ffi_checksum_method_meshnode_stop() != 20879) {

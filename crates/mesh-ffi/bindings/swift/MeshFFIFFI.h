@@ -291,7 +291,7 @@ typedef struct UniffiVTableCallbackInterfaceBleRadio {
     UniffiCallbackInterfaceClone _Nonnull uniffiClone;
     UniffiCallbackInterfaceBleRadioMethod0 _Nonnull mtu;
     UniffiCallbackInterfaceBleRadioMethod1 _Nonnull write;
-    UniffiCallbackInterfaceBleRadioMethod2 _Nonnull close;
+    UniffiCallbackInterfaceBleRadioMethod2 _Nonnull disconnect;
 } UniffiVTableCallbackInterfaceBleRadio;
 
 #endif
@@ -361,9 +361,9 @@ uint32_t uniffi_mesh_ffi_fn_method_bleradio_mtu(uint64_t ptr, RustCallStatus *_N
 uint64_t uniffi_mesh_ffi_fn_method_bleradio_write(uint64_t ptr, RustBuffer data
 );
 #endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_MESH_FFI_FN_METHOD_BLERADIO_CLOSE
-#define UNIFFI_FFIDEF_UNIFFI_MESH_FFI_FN_METHOD_BLERADIO_CLOSE
-void uniffi_mesh_ffi_fn_method_bleradio_close(uint64_t ptr, RustCallStatus *_Nonnull out_status
+#ifndef UNIFFI_FFIDEF_UNIFFI_MESH_FFI_FN_METHOD_BLERADIO_DISCONNECT
+#define UNIFFI_FFIDEF_UNIFFI_MESH_FFI_FN_METHOD_BLERADIO_DISCONNECT
+void uniffi_mesh_ffi_fn_method_bleradio_disconnect(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_MESH_FFI_FN_CLONE_MESHIDENTITY
@@ -563,7 +563,7 @@ uint64_t uniffi_mesh_ffi_fn_method_meshnode_recovery_start(uint64_t ptr, RustBuf
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_MESH_FFI_FN_METHOD_MESHNODE_RECOVERY_TAKE
 #define UNIFFI_FFIDEF_UNIFFI_MESH_FFI_FN_METHOD_MESHNODE_RECOVERY_TAKE
-uint64_t uniffi_mesh_ffi_fn_method_meshnode_recovery_take(uint64_t ptr, RustBuffer owner
+uint64_t uniffi_mesh_ffi_fn_method_meshnode_recovery_take(uint64_t ptr, RustBuffer owner, uint64_t storage
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_MESH_FFI_FN_METHOD_MESHNODE_SEND
@@ -574,6 +574,12 @@ uint64_t uniffi_mesh_ffi_fn_method_meshnode_send(uint64_t ptr, RustBuffer to, Ru
 #ifndef UNIFFI_FFIDEF_UNIFFI_MESH_FFI_FN_METHOD_MESHNODE_STOP
 #define UNIFFI_FFIDEF_UNIFFI_MESH_FFI_FN_METHOD_MESHNODE_STOP
 uint64_t uniffi_mesh_ffi_fn_method_meshnode_stop(uint64_t ptr
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_MESH_FFI_FN_FUNC_MAX_MESSAGE_LEN
+#define UNIFFI_FFIDEF_UNIFFI_MESH_FFI_FN_FUNC_MAX_MESSAGE_LEN
+uint64_t uniffi_mesh_ffi_fn_func_max_message_len(RustCallStatus *_Nonnull out_status
+    
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_MESH_FFI_FN_FUNC_MESH_VERSION
@@ -857,6 +863,12 @@ void ffi_mesh_ffi_rust_future_free_void(uint64_t handle
 void ffi_mesh_ffi_rust_future_complete_void(uint64_t handle, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_MESH_FFI_CHECKSUM_FUNC_MAX_MESSAGE_LEN
+#define UNIFFI_FFIDEF_UNIFFI_MESH_FFI_CHECKSUM_FUNC_MAX_MESSAGE_LEN
+uint16_t uniffi_mesh_ffi_checksum_func_max_message_len(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_MESH_FFI_CHECKSUM_FUNC_MESH_VERSION
 #define UNIFFI_FFIDEF_UNIFFI_MESH_FFI_CHECKSUM_FUNC_MESH_VERSION
 uint16_t uniffi_mesh_ffi_checksum_func_mesh_version(void
@@ -917,9 +929,9 @@ uint16_t uniffi_mesh_ffi_checksum_method_bleradio_write(void
     
 );
 #endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_MESH_FFI_CHECKSUM_METHOD_BLERADIO_CLOSE
-#define UNIFFI_FFIDEF_UNIFFI_MESH_FFI_CHECKSUM_METHOD_BLERADIO_CLOSE
-uint16_t uniffi_mesh_ffi_checksum_method_bleradio_close(void
+#ifndef UNIFFI_FFIDEF_UNIFFI_MESH_FFI_CHECKSUM_METHOD_BLERADIO_DISCONNECT
+#define UNIFFI_FFIDEF_UNIFFI_MESH_FFI_CHECKSUM_METHOD_BLERADIO_DISCONNECT
+uint16_t uniffi_mesh_ffi_checksum_method_bleradio_disconnect(void
     
 );
 #endif

@@ -12,21 +12,23 @@ with `PYTHONPATH` pointing at the generated module.
 import asyncio
 import gc
 import os
+import socket
 import tempfile
 import unittest
 
 import mesh_ffi
 from mesh_ffi import (
     BleRadio,
+    LinkKind,
     MeshError,
     MeshIdentity,
     NodeEvent,
     NodeSettings,
-    PinCheck,
     PinVerifier,
     SecureStorage,
     invite_create,
     invite_verify,
+    max_message_len,
     start_node,
 )
 
@@ -78,6 +80,7 @@ class PipeRadio(BleRadio):
         self.writes = 0
         self.largest = 0
         self.closed = False
+        self.disconnects = 0
 
     def mtu(self):
         return self._mtu
@@ -93,8 +96,12 @@ class PipeRadio(BleRadio):
         if not self.peer_link.received(bytes(data)):
             raise MeshError.Platform("peer link closed")
 
-    def close(self):
+    def disconnect(self):
+        # A BLE disconnection is seen by both ends: the other side's stack reports it too.
         self.closed = True
+        self.disconnects += 1
+        if self.peer_link is not None:
+            self.peer_link.disconnected()
 
 
 async def next_event(node, predicate, timeout=WAIT):
@@ -239,7 +246,6 @@ class InviteAndPinTests(Base):
             verifier.check_certificate("mesh.example.org", b"not DER")
         with self.assertRaises(MeshError.InvalidInput):
             PinVerifier("nope")
-        self.assertIs(PinCheck.MISMATCH, PinCheck.MISMATCH)
 
 
 class NodeTests(Base):
@@ -259,7 +265,7 @@ class NodeTests(Base):
         got = await next_event(b, lambda e: e.is_message())
         self.assertEqual((got.id, got.sender, got.body), (sent, a.peer_id(), bytes(range(256)) * 100))
         links = a.links()
-        self.assertEqual([(l.peer, l.kind) for l in links], [(b.peer_id(), "webrtc")])
+        self.assertEqual([(l.peer, l.kind) for l in links], [(b.peer_id(), LinkKind.WEB_RTC)])
 
         # Bad input is a typed error, not a crash.
         with self.assertRaises(MeshError.InvalidInput):
@@ -267,7 +273,10 @@ class NodeTests(Base):
         with self.assertRaises(MeshError.InvalidInput):
             await a.send(a.peer_id(), b"to myself")
         with self.assertRaises(MeshError.InvalidInput):
-            await a.send(b.peer_id(), b"x" * (64 * 1024 + 1))
+            await a.send(b.peer_id(), b"x" * (max_message_len() + 1))
+        largest = await a.send(b.peer_id(), b"y" * max_message_len())
+        got = await next_event(b, lambda e: e.is_message())
+        self.assertEqual((got.id, len(got.body)), (largest, max_message_len()))
 
         # A network change drops the WebRTC links and links to the bootstrap peer again;
         # messages go on.
@@ -318,6 +327,27 @@ class NodeTests(Base):
         self.nodes.append(again)
         self.assertEqual(again.peer_id(), identity.peer_id())
 
+    async def test_a_stopped_node_frees_its_listening_port(self):
+        identity = await MeshIdentity.create(DictStorage())
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        listen = f"127.0.0.1:{port}"
+        node = await start_node(identity, settings(self.path("p.db"), listen=listen))
+        self.assertIn(f":{port}/", node.address())
+        with self.assertRaises(MeshError.Unreachable):
+            await start_node(identity, settings(self.path("q.db"), listen=listen))
+        await node.stop()
+        again = None
+        for _ in range(100):
+            try:
+                again = await start_node(identity, settings(self.path("p.db"), listen=listen))
+                break
+            except MeshError.Unreachable:
+                await asyncio.sleep(0.05)
+        self.assertIsNotNone(again, "the port stayed in use after stop")
+        self.nodes.append(again)
+
     async def test_a_node_let_go_without_stop_stops_and_frees_its_database(self):
         identity = await MeshIdentity.create(DictStorage())
         node = await start_node(identity, settings(self.path("dropped.db")))
@@ -356,8 +386,8 @@ class BleTests(Base):
             if c.links() and d.links():
                 break
             await asyncio.sleep(0.05)
-        self.assertEqual([(l.peer, l.kind) for l in c.links()], [(d.peer_id(), "ble")])
-        self.assertEqual([(l.peer, l.kind) for l in d.links()], [(c.peer_id(), "ble")])
+        self.assertEqual([(l.peer, l.kind) for l in c.links()], [(d.peer_id(), LinkKind.BLE)])
+        self.assertEqual([(l.peer, l.kind) for l in d.links()], [(c.peer_id(), LinkKind.BLE)])
 
         body = os.urandom(3000)  # far over one 20-byte GATT write: fragmented
         sent = await c.send(d.peer_id(), body)
@@ -369,13 +399,30 @@ class BleTests(Base):
         self.assertEqual(rc.largest, 20)
         self.assertEqual(lc.dropped(), 0)
 
-        # The OS reports the connection gone: the link closes and stops taking data.
+        # The OS reports the connection gone: the link closes on both sides, stops taking
+        # data, and the library tells both radios to disconnect.
         ld.disconnected()
         self.assertFalse(ld.received(b"late"))
         for _ in range(200):
-            if not d.links():
+            if not d.links() and not c.links() and rc.closed and rd.closed:
                 break
             await asyncio.sleep(0.05)
+        self.assertEqual((d.links(), c.links()), ([], []))
+        self.assertTrue(rd.closed and rc.closed, "a radio was never told to disconnect")
+        self.assertEqual((rc.disconnects, rd.disconnects), (1, 1))
+
+    async def test_stopping_the_node_disconnects_its_radios(self):
+        c, d, rc, rd, lc, ld = await self.pair(517)
+        await asyncio.wait_for(lc.wait_connected(), WAIT)
+        await asyncio.wait_for(ld.wait_connected(), WAIT)
+        await asyncio.wait_for(c.stop(), WAIT)
+        self.assertTrue(rc.closed, "the stopped node's radio is still connected")
+        # The close reached the other side, whose link closes and disconnects too.
+        for _ in range(200):
+            if rd.closed and not d.links():
+                break
+            await asyncio.sleep(0.05)
+        self.assertTrue(rd.closed)
         self.assertEqual(d.links(), [])
 
     async def test_the_wrong_peer_is_refused(self):
@@ -423,11 +470,17 @@ class RecoveryTests(Base):
             await g.recovery_approve(asked.request_id)
         recovered = await next_event(device, lambda e: e.is_recovered())
         self.assertEqual(recovered.owner, owner_id.peer_id())
-        key = await device.recovery_take(owner_id.peer_id())
+        # Saved into the new device's keystore before it is handed over; a failing keystore
+        # keeps it here for another try.
+        with self.assertRaises(MeshError.Platform):
+            await device.recovery_take(owner_id.peer_id(), BrokenStorage())
+        keystore = DictStorage()
+        key = await device.recovery_take(owner_id.peer_id(), keystore)
         self.assertEqual(key.peer_id(), owner_id.peer_id())
+        self.assertEqual((await MeshIdentity.load(keystore)).peer_id(), owner_id.peer_id())
         # Once.
         with self.assertRaises(MeshError.Refused):
-            await device.recovery_take(owner_id.peer_id())
+            await device.recovery_take(owner_id.peer_id(), DictStorage())
         with self.assertRaises(MeshError.Refused):
             await g1.recovery_approve("00" * 32)
 

@@ -675,28 +675,28 @@ internal interface UniffiCallbackInterfaceSecureStorageMethod1 : com.sun.jna.Cal
 internal interface UniffiCallbackInterfaceSecureStorageMethod2 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`name`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
 }
-@Structure.FieldOrder("uniffiFree", "uniffiClone", "mtu", "write", "close")
+@Structure.FieldOrder("uniffiFree", "uniffiClone", "mtu", "write", "disconnect")
 internal open class UniffiVTableCallbackInterfaceBleRadio(
     @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
     @JvmField internal var `uniffiClone`: UniffiCallbackInterfaceClone? = null,
     @JvmField internal var `mtu`: UniffiCallbackInterfaceBleRadioMethod0? = null,
     @JvmField internal var `write`: UniffiCallbackInterfaceBleRadioMethod1? = null,
-    @JvmField internal var `close`: UniffiCallbackInterfaceBleRadioMethod2? = null,
+    @JvmField internal var `disconnect`: UniffiCallbackInterfaceBleRadioMethod2? = null,
 ) : Structure() {
     class UniffiByValue(
         `uniffiFree`: UniffiCallbackInterfaceFree? = null,
         `uniffiClone`: UniffiCallbackInterfaceClone? = null,
         `mtu`: UniffiCallbackInterfaceBleRadioMethod0? = null,
         `write`: UniffiCallbackInterfaceBleRadioMethod1? = null,
-        `close`: UniffiCallbackInterfaceBleRadioMethod2? = null,
-    ): UniffiVTableCallbackInterfaceBleRadio(`uniffiFree`,`uniffiClone`,`mtu`,`write`,`close`,), Structure.ByValue
+        `disconnect`: UniffiCallbackInterfaceBleRadioMethod2? = null,
+    ): UniffiVTableCallbackInterfaceBleRadio(`uniffiFree`,`uniffiClone`,`mtu`,`write`,`disconnect`,), Structure.ByValue
 
    internal fun uniffiSetValue(other: UniffiVTableCallbackInterfaceBleRadio) {
         `uniffiFree` = other.`uniffiFree`
         `uniffiClone` = other.`uniffiClone`
         `mtu` = other.`mtu`
         `write` = other.`write`
-        `close` = other.`close`
+        `disconnect` = other.`disconnect`
     }
 
 }
@@ -750,6 +750,8 @@ internal object IntegrityCheckingUniffiLib {
     }
 
     internal fun ensureInitialized() = Unit
+    external fun uniffi_mesh_ffi_checksum_func_max_message_len(
+    ): Int
     external fun uniffi_mesh_ffi_checksum_func_mesh_version(
     ): Int
     external fun uniffi_mesh_ffi_checksum_func_invite_create(
@@ -770,7 +772,7 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_mesh_ffi_checksum_method_bleradio_write(
     ): Int
-    external fun uniffi_mesh_ffi_checksum_method_bleradio_close(
+    external fun uniffi_mesh_ffi_checksum_method_bleradio_disconnect(
     ): Int
     external fun uniffi_mesh_ffi_checksum_method_meshidentity_fingerprint(
     ): Int
@@ -882,7 +884,7 @@ internal object UniffiLib {
     ): Int
     external fun uniffi_mesh_ffi_fn_method_bleradio_write(`ptr`: Long,`data`: RustBuffer.ByValue,
     ): Long
-    external fun uniffi_mesh_ffi_fn_method_bleradio_close(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_mesh_ffi_fn_method_bleradio_disconnect(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_mesh_ffi_fn_clone_meshidentity(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
@@ -962,11 +964,13 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_mesh_ffi_fn_method_meshnode_recovery_start(`ptr`: Long,`owner`: RustBuffer.ByValue,`guardians`: RustBuffer.ByValue,
     ): Long
-    external fun uniffi_mesh_ffi_fn_method_meshnode_recovery_take(`ptr`: Long,`owner`: RustBuffer.ByValue,
+    external fun uniffi_mesh_ffi_fn_method_meshnode_recovery_take(`ptr`: Long,`owner`: RustBuffer.ByValue,`storage`: Long,
     ): Long
     external fun uniffi_mesh_ffi_fn_method_meshnode_send(`ptr`: Long,`to`: RustBuffer.ByValue,`body`: RustBuffer.ByValue,
     ): Long
     external fun uniffi_mesh_ffi_fn_method_meshnode_stop(`ptr`: Long,
+    ): Long
+    external fun uniffi_mesh_ffi_fn_func_max_message_len(uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_mesh_ffi_fn_func_mesh_version(uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
@@ -1095,6 +1099,9 @@ private fun uniffiCheckContractApiVersion(lib: IntegrityCheckingUniffiLib) {
 }
 @Suppress("UNUSED_PARAMETER")
 private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
+    if ((lib.uniffi_mesh_ffi_checksum_func_max_message_len() and 0xFFFF) != 47821) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_mesh_ffi_checksum_func_mesh_version() and 0xFFFF) != 55805) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1119,13 +1126,13 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_mesh_ffi_checksum_method_blelink_wait_connected() and 0xFFFF) != 43633) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_mesh_ffi_checksum_method_bleradio_mtu() and 0xFFFF) != 12188) {
+    if ((lib.uniffi_mesh_ffi_checksum_method_bleradio_mtu() and 0xFFFF) != 33622) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_mesh_ffi_checksum_method_bleradio_write() and 0xFFFF) != 56609) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_mesh_ffi_checksum_method_bleradio_close() and 0xFFFF) != 62048) {
+    if ((lib.uniffi_mesh_ffi_checksum_method_bleradio_disconnect() and 0xFFFF) != 39593) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_mesh_ffi_checksum_method_meshidentity_fingerprint() and 0xFFFF) != 64967) {
@@ -1203,10 +1210,10 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_mesh_ffi_checksum_method_meshnode_recovery_start() and 0xFFFF) != 43369) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_mesh_ffi_checksum_method_meshnode_recovery_take() and 0xFFFF) != 4124) {
+    if ((lib.uniffi_mesh_ffi_checksum_method_meshnode_recovery_take() and 0xFFFF) != 65157) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_mesh_ffi_checksum_method_meshnode_send() and 0xFFFF) != 64044) {
+    if ((lib.uniffi_mesh_ffi_checksum_method_meshnode_send() and 0xFFFF) != 37515) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_mesh_ffi_checksum_method_meshnode_stop() and 0xFFFF) != 20879) {
@@ -2142,7 +2149,8 @@ public object FfiConverterTypeBleLink: FfiConverter<BleLink, Long> {
 public interface BleRadio {
     
     /**
-     * The negotiated ATT MTU (23 to 517): each write carries at most `mtu - 3` bytes.
+     * The negotiated ATT MTU (23 to 517): each write carries at most `mtu - 3` bytes. Read
+     * once, when the radio is attached: attach after the MTU exchange.
      */
     fun `mtu`(): kotlin.UInt
     
@@ -2157,9 +2165,10 @@ public interface BleRadio {
     suspend fun `write`(`data`: kotlin.ByteArray)
     
     /**
-     * The library is done with this connection (the link closed): disconnect.
+     * The library is done with this connection (the link closed, or the node stopped):
+     * disconnect. Called once.
      */
-    fun `close`()
+    fun `disconnect`()
     
     companion object
 }
@@ -2273,7 +2282,8 @@ open class BleRadioImpl: Disposable, AutoCloseable, BleRadio
 
     
     /**
-     * The negotiated ATT MTU (23 to 517): each write carries at most `mtu - 3` bytes.
+     * The negotiated ATT MTU (23 to 517): each write carries at most `mtu - 3` bytes. Read
+     * once, when the radio is attached: attach after the MTU exchange.
      */override fun `mtu`(): kotlin.UInt {
             return FfiConverterUInt.lift(
     callWithHandle {
@@ -2320,12 +2330,13 @@ open class BleRadioImpl: Disposable, AutoCloseable, BleRadio
 
     
     /**
-     * The library is done with this connection (the link closed): disconnect.
-     */override fun `close`()
+     * The library is done with this connection (the link closed, or the node stopped):
+     * disconnect. Called once.
+     */override fun `disconnect`()
         = 
     callWithHandle {
     uniffiRustCall() { _status ->
-    UniffiLib.uniffi_mesh_ffi_fn_method_bleradio_close(
+    UniffiLib.uniffi_mesh_ffi_fn_method_bleradio_disconnect(
         it,
         _status)
 }
@@ -2394,11 +2405,11 @@ internal object uniffiCallbackInterfaceBleRadio {
             )
         }
     }
-    internal object `close`: UniffiCallbackInterfaceBleRadioMethod2 {
+    internal object `disconnect`: UniffiCallbackInterfaceBleRadioMethod2 {
         override fun callback(`uniffiHandle`: Long,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,) {
             val uniffiObj = FfiConverterTypeBleRadio.handleMap.get(uniffiHandle)
             val makeCall = { ->
-                uniffiObj.`close`(
+                uniffiObj.`disconnect`(
                 )
             }
             val writeReturn = { _: Unit -> Unit }
@@ -2423,7 +2434,7 @@ internal object uniffiCallbackInterfaceBleRadio {
         uniffiClone,
         `mtu`,
         `write`,
-        `close`,
+        `disconnect`,
     )
 
     // Registers the foreign callback with the Rust side.
@@ -3154,18 +3165,21 @@ public interface MeshNodeInterface {
     suspend fun `recoveryStart`(`owner`: kotlin.String, `guardians`: List<kotlin.String>): List<GuardianCode>
     
     /**
-     * The recovered identity of `owner` (after [`NodeEvent::Recovered`]); once. Keep it with
-     * [`MeshIdentity::save`], then restart the app's node with it.
+     * The recovered identity of `owner` (after [`NodeEvent::Recovered`]), saved into
+     * `storage` before it is handed over (the node gives it out once: a call cancelled half
+     * way must not lose it). Restart the app's node with it.
      *
      * # Errors
-     * [`MeshError::Refused`] when it was not (or no longer is) recovered here.
+     * [`MeshError::Refused`] when it was not (or no longer is) recovered here; the storage's
+     * failure (the key then stays here for another try).
      */
-    suspend fun `recoveryTake`(`owner`: kotlin.String): MeshIdentity
+    suspend fun `recoveryTake`(`owner`: kotlin.String, `storage`: SecureStorage): MeshIdentity
     
     /**
-     * Sends `body` (at most 64 KiB) to `to`, encrypted to it and signed: over an open link
-     * when there is one, else through the mesh (which also holds it for a peer that is
-     * offline, until it pulls). Returns the message id its [`NodeEvent::Delivered`] names.
+     * Sends `body` (at most [`crate::max_message_len`] bytes, about 63 KiB) to `to`,
+     * encrypted to it and signed: over an open link when there is one, else through the mesh
+     * (which also holds it for a peer that is offline, until it pulls). Returns the message id
+     * its [`NodeEvent::Delivered`] names.
      *
      * # Errors
      * [`MeshError::InvalidInput`] for a malformed peer id, this node itself, or a body over
@@ -3688,21 +3702,24 @@ open class MeshNode: Disposable, AutoCloseable, MeshNodeInterface
 
     
     /**
-     * The recovered identity of `owner` (after [`NodeEvent::Recovered`]); once. Keep it with
-     * [`MeshIdentity::save`], then restart the app's node with it.
+     * The recovered identity of `owner` (after [`NodeEvent::Recovered`]), saved into
+     * `storage` before it is handed over (the node gives it out once: a call cancelled half
+     * way must not lose it). Restart the app's node with it.
      *
      * # Errors
-     * [`MeshError::Refused`] when it was not (or no longer is) recovered here.
+     * [`MeshError::Refused`] when it was not (or no longer is) recovered here; the storage's
+     * failure (the key then stays here for another try).
      */
     @Throws(MeshException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
-    override suspend fun `recoveryTake`(`owner`: kotlin.String) : MeshIdentity {
+    override suspend fun `recoveryTake`(`owner`: kotlin.String, `storage`: SecureStorage) : MeshIdentity {
         return uniffiRustCallAsync(
         callWithHandle { uniffiHandle ->
             UniffiLib.uniffi_mesh_ffi_fn_method_meshnode_recovery_take(
                 uniffiHandle,
                 
         FfiConverterString.lower(`owner`),
+        FfiConverterTypeSecureStorage.lower(`storage`),
             )
         },
         { future, callback, continuation -> UniffiLib.ffi_mesh_ffi_rust_future_poll_u64(future, callback, continuation) },
@@ -3717,9 +3734,10 @@ open class MeshNode: Disposable, AutoCloseable, MeshNodeInterface
 
     
     /**
-     * Sends `body` (at most 64 KiB) to `to`, encrypted to it and signed: over an open link
-     * when there is one, else through the mesh (which also holds it for a peer that is
-     * offline, until it pulls). Returns the message id its [`NodeEvent::Delivered`] names.
+     * Sends `body` (at most [`crate::max_message_len`] bytes, about 63 KiB) to `to`,
+     * encrypted to it and signed: over an open link when there is one, else through the mesh
+     * (which also holds it for a peer that is offline, until it pulls). Returns the message id
+     * its [`NodeEvent::Delivered`] names.
      *
      * # Errors
      * [`MeshError::InvalidInput`] for a malformed peer id, this node itself, or a body over
@@ -4748,9 +4766,9 @@ data class LinkInfo (
     var `address`: kotlin.String
     , 
     /**
-     * `webrtc`, `ble` or `memory`.
+     * What carries it.
      */
-    var `kind`: kotlin.String
+    var `kind`: LinkKind
     , 
     /**
      * Smoothed round-trip time, in milliseconds, once measured.
@@ -4774,7 +4792,7 @@ public object FfiConverterTypeLinkInfo: FfiConverterRustBuffer<LinkInfo> {
         return LinkInfo(
             FfiConverterString.read(buf),
             FfiConverterString.read(buf),
-            FfiConverterString.read(buf),
+            FfiConverterTypeLinkKind.read(buf),
             FfiConverterOptionalULong.read(buf),
         )
     }
@@ -4782,14 +4800,14 @@ public object FfiConverterTypeLinkInfo: FfiConverterRustBuffer<LinkInfo> {
     override fun allocationSize(value: LinkInfo) = (
             FfiConverterString.allocationSize(value.`peer`) +
             FfiConverterString.allocationSize(value.`address`) +
-            FfiConverterString.allocationSize(value.`kind`) +
+            FfiConverterTypeLinkKind.allocationSize(value.`kind`) +
             FfiConverterOptionalULong.allocationSize(value.`rttMs`)
     )
 
     override fun write(value: LinkInfo, buf: ByteBuffer) {
             FfiConverterString.write(value.`peer`, buf)
             FfiConverterString.write(value.`address`, buf)
-            FfiConverterString.write(value.`kind`, buf)
+            FfiConverterTypeLinkKind.write(value.`kind`, buf)
             FfiConverterOptionalULong.write(value.`rttMs`, buf)
     }
 }
@@ -4944,6 +4962,53 @@ public object FfiConverterTypeRecoveryRequest: FfiConverterRustBuffer<RecoveryRe
 
 
 
+/**
+ * What carries a link.
+ */
+
+enum class LinkKind {
+    
+    /**
+     * WebRTC data channels (over any IP network).
+     */
+    WEB_RTC,
+    /**
+     * Bluetooth Low Energy (GATT).
+     */
+    BLE,
+    /**
+     * In-process (tests).
+     */
+    MEMORY;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeLinkKind: FfiConverterRustBuffer<LinkKind> {
+    override fun read(buf: ByteBuffer) = try {
+        LinkKind.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: LinkKind) = 4UL
+
+    override fun write(value: LinkKind, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
 
 
 /**
@@ -5064,6 +5129,20 @@ sealed class MeshException: kotlin.Exception() {
             get() = ""
     }
     
+    /**
+     * A fault inside the library (a bug: please report it with the reason).
+     */
+    class Internal(
+        
+        /**
+         * Details.
+         */
+        val `reason`: kotlin.String
+        ) : MeshException() {
+        override val message
+            get() = "reason=${ `reason` }"
+    }
+    
 
     
 
@@ -5104,6 +5183,9 @@ public object FfiConverterTypeMeshError : FfiConverterRustBuffer<MeshException> 
                 FfiConverterString.read(buf),
                 )
             9 -> MeshException.Closed()
+            10 -> MeshException.Internal(
+                FfiConverterString.read(buf),
+                )
             else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
         }
     }
@@ -5152,6 +5234,11 @@ public object FfiConverterTypeMeshError : FfiConverterRustBuffer<MeshException> 
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
             )
+            is MeshException.Internal -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+            )
         }
     }
 
@@ -5197,6 +5284,11 @@ public object FfiConverterTypeMeshError : FfiConverterRustBuffer<MeshException> 
             }
             is MeshException.Closed -> {
                 buf.putInt(9)
+                Unit
+            }
+            is MeshException.Internal -> {
+                buf.putInt(10)
+                FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
         }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
@@ -5800,6 +5892,19 @@ public object FfiConverterSequenceTypeRecoveryRequest: FfiConverterRustBuffer<Li
 
 
 
+
+        /**
+         * The largest message body [`node::MeshNode::send`] takes, in bytes.
+         */ fun `maxMessageLen`(): kotlin.ULong {
+            return FfiConverterULong.lift(
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_mesh_ffi_fn_func_max_message_len(
+    
+        _status)
+}
+    )
+    }
+    
 
         /**
          * This library's version (the crate's), for an app's about screen and bug reports.
