@@ -162,6 +162,8 @@ class IdentityTests(Base):
     async def test_foreign_secure_storage_holds_the_key(self):
         storage = DictStorage()
         a = await MeshIdentity.create(storage)
+        # Looked for first (never replaced), then stored.
+        self.assertEqual(storage.calls, [("get", "identity"), ("put", "identity")])
         self.assertEqual(len(storage.secrets["identity"]), 32)
         b = await MeshIdentity.load(storage)
         self.assertEqual(a.peer_id(), b.peer_id())
@@ -452,6 +454,9 @@ class RecoveryTests(Base):
         set_id = await owner.recovery_protect(guardians, 2)
         protected = await next_event(owner, lambda e: e.is_recovery_protected())
         self.assertEqual(protected.set_id, set_id)
+        for g in (g1, g2):
+            stored = await next_event(g, lambda e: e.is_recovery_share_stored())
+            self.assertEqual(stored.owner, owner_id.peer_id())
 
         # The owner's phone is lost: a new device, with a new identity, asks the guardians.
         _, device = await self.node("device", listen="127.0.0.1:0", bootstrap=boot)
