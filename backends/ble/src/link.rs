@@ -18,6 +18,8 @@ use crate::radio::{Radio, RadioError};
 
 /// How long a handshake may take.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long closing waits for the close message to be written before it disconnects.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn radio_err(e: RadioError) -> TransportError {
     match e {
@@ -279,7 +281,12 @@ impl<Ra: Radio, R: Runtime> Connection for BleConnection<Ra, R> {
 
     async fn close(&self) -> Result<(), TransportError> {
         if let Ok(sealed) = self.link.close() {
-            let _ = self.io().send(&sealed).await;
+            // Bounded: a radio whose writes never complete must not keep the link open.
+            let io = self.io();
+            tokio::select! {
+                _ = io.send(&sealed) => {}
+                () = self.runtime.sleep(CLOSE_TIMEOUT) => {}
+            }
         }
         // The BLE connection itself goes too (and a reader blocked on the radio wakes).
         self.radio.close();

@@ -112,7 +112,9 @@ pub enum PinCheck {
 /// pins come in pin sets signed by `signer`, so they can be rotated without an app update.
 #[derive(uniffi::Object)]
 pub struct PinVerifier {
+    signer: mesh_crypto::PeerId,
     policy: PinPolicy,
+    min_sequence: u64,
 }
 
 impl std::fmt::Debug for PinVerifier {
@@ -123,24 +125,42 @@ impl std::fmt::Debug for PinVerifier {
 
 #[uniffi::export]
 impl PinVerifier {
-    /// A verifier accepting pin sets signed by peer `signer`, with none active yet.
+    /// A verifier accepting pin sets signed by peer `signer`, with none active yet, refusing
+    /// any with a sequence number below `min_sequence`: give it the sequence of the last pin
+    /// set this app accepted (kept across restarts; 0 the first time), so that an older pin
+    /// set, still within its validity, cannot be replayed after a restart.
     ///
     /// # Errors
     /// [`MeshError::InvalidInput`] for a malformed peer id.
     #[uniffi::constructor]
-    pub fn new(signer: String) -> Result<Arc<Self>, MeshError> {
+    pub fn new(signer: String, min_sequence: u64) -> Result<Arc<Self>, MeshError> {
+        let signer = parse_peer(&signer)?;
         Ok(Arc::new(Self {
-            policy: PinPolicy::new(parse_peer(&signer)?),
+            signer,
+            policy: PinPolicy::new(signer),
+            min_sequence,
         }))
     }
 
-    /// Makes the signed pin set `document` active. Returns its sequence number.
+    /// Makes the signed pin set `document` active. Returns its sequence number (keep it, for
+    /// `min_sequence` at the next start).
     ///
     /// # Errors
-    /// [`MeshError::InvalidInput`]: not signed by the signer, expired, malformed, or not newer
-    /// than the active one (a rollback).
+    /// [`MeshError::InvalidInput`]: not signed by the signer, expired, malformed, below
+    /// `min_sequence`, or not newer than the active one (a rollback).
     pub fn update(&self, document: Vec<u8>) -> Result<u64, MeshError> {
-        self.policy.update(&document, now()).map_err(invalid)
+        let now = now();
+        // Verified on its own first, to read its sequence before it can become active.
+        let sequence = PinPolicy::new(self.signer)
+            .update(&document, now)
+            .map_err(invalid)?;
+        if sequence < self.min_sequence {
+            return Err(invalid(format!(
+                "pin set {sequence} is older than the last one accepted ({})",
+                self.min_sequence
+            )));
+        }
+        self.policy.update(&document, now).map_err(invalid)
     }
 
     /// The active pin set's sequence number, if one is active.
@@ -202,7 +222,7 @@ mod tests {
         let signer = Identity::generate();
         let (good, backup, other) = (certificate(), certificate(), certificate());
         let pin = |c: &[u8]| pin_of_certificate(c).unwrap();
-        let verifier = PinVerifier::new(signer.peer_id().to_string()).unwrap();
+        let verifier = PinVerifier::new(signer.peer_id().to_string(), 0).unwrap();
         let host = || "mesh.example.org".to_string();
         // No pin set yet: the platform's checks alone decide.
         assert_eq!(
@@ -241,12 +261,24 @@ mod tests {
             Err(MeshError::InvalidInput { .. })
         ));
         assert_eq!(
-            verifier.check_certificate(host(), other).unwrap(),
+            verifier.check_certificate(host(), other.clone()).unwrap(),
             PinCheck::Mismatch
         );
         assert!(matches!(
             verifier.check_certificate(host(), b"not DER".to_vec()),
             Err(MeshError::InvalidInput { .. })
         ));
+
+        // After a restart, with the last accepted sequence remembered: the old pin set (still
+        // valid) is refused, a newer one is taken.
+        let restarted = PinVerifier::new(signer.peer_id().to_string(), 2).unwrap();
+        let old = pin_set(&signer, 1, vec![pin(&other), pin(&good)]);
+        assert!(matches!(
+            restarted.update(old),
+            Err(MeshError::InvalidInput { .. })
+        ));
+        assert_eq!(restarted.active_sequence(), None);
+        let newer = pin_set(&signer, 2, vec![pin(&good), pin(&other)]);
+        assert_eq!(restarted.update(newer).unwrap(), 2);
     }
 }

@@ -10,6 +10,7 @@ use mesh_platform::kv::{KvStore, Store};
 use mesh_platform::runtime::{Runtime, TokioRuntime};
 use mesh_store_sqlite::SqliteBackend;
 use mesh_transport::multi::Transports;
+use mesh_transport::pool::WeakPool;
 use mesh_transport::{Connection, TransportKind};
 use mesh_transport_ble::transport::{ADDRESS_PREFIX, BleAttacher, BleTransport, Role};
 use mesh_transport_webrtc::signaling::http::HttpSignaling;
@@ -109,6 +110,18 @@ pub enum NodeEvent {
     Recovered {
         /// Whose key.
         owner: String,
+    },
+    /// A link to `peer` came up (or the same peer is now linked over another kind).
+    LinkUp {
+        /// The peer.
+        peer: String,
+        /// What carries the link.
+        kind: LinkKind,
+    },
+    /// The link to `peer` went down (messages to it now go through the mesh).
+    LinkDown {
+        /// The peer.
+        peer: String,
     },
     /// Any other recovery progress (a share accepted or refused, a guardian's answer), as
     /// text for a log.
@@ -280,7 +293,14 @@ pub async fn start_node(
     identity: Arc<MeshIdentity>,
     settings: NodeSettings,
 ) -> Result<Arc<MeshNode>, MeshError> {
-    on_runtime(start(identity, settings)).await
+    // Not `on_runtime`: a start the caller stops waiting for completes (and the node is then
+    // dropped, which stops it), rather than leaving a half-built node without an owner.
+    runtime()
+        .spawn(start(identity, settings))
+        .await
+        .map_err(|e| MeshError::Internal {
+            reason: e.to_string(),
+        })?
 }
 
 async fn start(
@@ -368,7 +388,13 @@ async fn start(
     }
     let codes = Arc::new(std::sync::Mutex::new(Vec::new()));
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
-    rt.spawn(Box::pin(pump(events, tx, Arc::clone(&codes))));
+    rt.spawn(Box::pin(pump(
+        events,
+        node.pool.downgrade(),
+        node.pool.watch_links(),
+        tx,
+        Arc::clone(&codes),
+    )));
     Ok(Arc::new(MeshNode {
         peer: node.peer_id(),
         address: node.address.clone(),
@@ -381,10 +407,12 @@ async fn start(
     }))
 }
 
-/// Moves the node's messaging and recovery events, converted, into one queue; ends when both
-/// end (the node stopped) or the app's side is gone.
+/// Moves the node's messaging and recovery events, and link changes, converted, into one
+/// queue; ends when messaging and recovery end (the node stopped) or the app's side is gone.
 async fn pump(
     events: mesh_node::NodeEvents,
+    pool: WeakPool<Transports<WebRtcTransport<RoutedSignaling>, Ble>, TokioRuntime>,
+    mut changes: watch::Receiver<u64>,
     tx: mpsc::Sender<NodeEvent>,
     codes: Arc<std::sync::Mutex<Vec<(Hash256, String)>>>,
 ) {
@@ -396,36 +424,82 @@ async fn pump(
     // Gossip of other topics is not part of this API: drop it at the source rather than let
     // a full queue of it sit in memory.
     drop(gossip);
-    let (mut messages_open, mut recovery_open) = (true, true);
+    let (mut messages_open, mut recovery_open, mut links_open) = (true, true, true);
+    let mut linked: HashMap<PeerId, LinkKind> = HashMap::new();
+    // Links made before this task started (to the bootstrap peers) are reported too.
+    changes.mark_changed();
     while messages_open || recovery_open {
-        let event = tokio::select! {
+        let mut out = Vec::new();
+        tokio::select! {
             m = messages.recv(), if messages_open => match m {
-                Some(MessagingEvent::Message(m)) => Some(NodeEvent::Message {
+                Some(MessagingEvent::Message(m)) => out.push(NodeEvent::Message {
                     id: m.id.to_hex(),
                     sender: m.from.to_string(),
                     body: m.body,
                     direct: m.direct,
                 }),
-                Some(MessagingEvent::Delivered { id, by }) => Some(NodeEvent::Delivered {
+                Some(MessagingEvent::Delivered { id, by }) => out.push(NodeEvent::Delivered {
                     id: id.to_hex(),
                     by: by.to_string(),
                 }),
-                Some(_) => None,
-                None => {
-                    messages_open = false;
-                    None
-                }
+                Some(_) => {}
+                None => messages_open = false,
             },
-            r = recovery.recv(), if recovery_open => {
-                recovery_open = r.is_some();
-                r.map(|e| recovery_event(e, &codes))
+            r = recovery.recv(), if recovery_open => match r {
+                Some(e) => out.push(recovery_event(e, &codes)),
+                None => recovery_open = false,
+            },
+            c = changes.changed(), if links_open => {
+                // The pool holds no handle of ours: gone means stopped.
+                match (c, pool.upgrade()) {
+                    (Ok(()), Some(pool)) => link_changes(&pool, &mut linked, &mut out),
+                    _ => links_open = false,
+                }
             }
-        };
-        if let Some(event) = event
-            && tx.send(event).await.is_err()
-        {
-            return;
         }
+        for event in out {
+            if tx.send(event).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// The links that came up or went down since `linked` was taken (which it is again).
+fn link_changes(
+    pool: &mesh_transport::pool::Pool<
+        Transports<WebRtcTransport<RoutedSignaling>, Ble>,
+        TokioRuntime,
+    >,
+    linked: &mut HashMap<PeerId, LinkKind>,
+    out: &mut Vec<NodeEvent>,
+) {
+    let now: HashMap<PeerId, LinkKind> = pool
+        .connected()
+        .into_iter()
+        .filter_map(|p| pool.connection(&p).map(|c| (p, link_kind(c.kind()))))
+        .collect();
+    for peer in linked.keys().filter(|p| !now.contains_key(*p)) {
+        out.push(NodeEvent::LinkDown {
+            peer: peer.to_string(),
+        });
+    }
+    for (peer, kind) in &now {
+        if linked.get(peer) != Some(kind) {
+            out.push(NodeEvent::LinkUp {
+                peer: peer.to_string(),
+                kind: *kind,
+            });
+        }
+    }
+    *linked = now;
+}
+
+fn link_kind(kind: TransportKind) -> LinkKind {
+    match kind {
+        TransportKind::WebRtc => LinkKind::WebRtc,
+        TransportKind::Ble => LinkKind::Ble,
+        _ => LinkKind::Memory,
     }
 }
 
@@ -582,15 +656,10 @@ impl MeshNode {
             .into_iter()
             .filter_map(|peer| {
                 let c = pool.connection(&peer)?;
-                let kind = match c.kind() {
-                    TransportKind::WebRtc => LinkKind::WebRtc,
-                    TransportKind::Ble => LinkKind::Ble,
-                    _ => LinkKind::Memory,
-                };
                 Some(LinkInfo {
                     peer: peer.to_string(),
                     address: pool.address_of(&peer).unwrap_or_default(),
-                    kind,
+                    kind: link_kind(c.kind()),
                     rtt_ms: c
                         .quality()
                         .rtt
@@ -843,7 +912,7 @@ impl MeshNode {
     }
 
     /// The recovered identity of `owner` (after [`NodeEvent::Recovered`]), saved into
-    /// `storage` before it is handed over (the node gives it out once: a call cancelled half
+    /// `storage` (replacing what it held) before it is handed over (the node gives it out once: a call cancelled half
     /// way must not lose it). Restart the app's node with it.
     ///
     /// # Errors
@@ -855,24 +924,21 @@ impl MeshNode {
         storage: Arc<dyn crate::identity::SecureStorage>,
     ) -> Result<Arc<MeshIdentity>, MeshError> {
         let owner = parse_peer(&owner)?;
-        let node = self.node()?;
+        // The recovery handle only: waiting on the app's keystore must not hold the pool.
+        let recovery = self.node()?.recovery;
         // Not `on_runtime`: this must finish even if the caller stops waiting.
         let task = runtime().spawn(async move {
-            let held = node
-                .recovery
-                .recovered(owner)
-                .await
-                .map_err(recovery_error)?;
+            let held = recovery.recovered(owner).await.map_err(recovery_error)?;
             let Some(identity) = held else {
                 return Err(MeshError::Refused {
                     reason: format!("{owner}'s key is not recovered here"),
                 });
             };
             crate::identity::save_to(&storage, &identity).await?;
-            node.recovery
-                .take_recovered(owner)
-                .await
-                .map_err(recovery_error)?;
+            // Saved: the key is the app's now, whatever happens to the copy here.
+            if let Err(e) = recovery.take_recovered(owner).await {
+                tracing::warn!(%owner, error = %e, "recovered key saved, but not released here");
+            }
             Ok(MeshIdentity::wrap(identity))
         });
         task.await.map_err(|e| MeshError::Internal {
@@ -960,8 +1026,13 @@ async fn shut_down(node: &Inner) {
         .is_err()
     {
         tracing::warn!(
-            "the node did not stop within {STOP_TIMEOUT:?}: closing its database anyway"
+            "the node did not stop within {STOP_TIMEOUT:?}: closing its links and database anyway"
         );
+        let _ = tokio::time::timeout(
+            mesh_transport_ble::link::CLOSE_TIMEOUT * 2,
+            node.pool.close_all(),
+        )
+        .await;
     }
     let _ = node.store.close().await;
 }

@@ -201,7 +201,6 @@ impl<T: Transport + 'static, R: Runtime> Node<T, R> {
     ) -> Result<(Self, NodeEvents), NodeError> {
         let me = identity.peer_id();
         let pool = Pool::new(transport, runtime.clone(), me, address);
-        pool.start_accepting();
         let dht = mesh_dht::driver::start(
             me,
             pool.clone(),
@@ -243,6 +242,9 @@ impl<T: Transport + 'static, R: Runtime> Node<T, R> {
         )
         .await?;
         spawn_link_neighbours(&pool, &runtime, gossip.clone());
+        // Last: a start that failed above leaves no accept loop holding the pool (and its
+        // listener), and a link accepted now finds every protocol subscribed.
+        pool.start_accepting();
         let (messenger, messages, gossip_other) = crate::messaging::start(
             Arc::clone(&identity),
             &pool,
@@ -312,12 +314,15 @@ impl<T: Transport + 'static, R: Runtime> Node<T, R> {
     /// drivers' tasks have ended (a moment later: they end asynchronously); the transport (and
     /// any listener it has) goes with the last handle.
     pub async fn shutdown(&self) {
+        // What does not wait first, so that a shutdown cut short by the caller's timeout
+        // still leaves no accept loop or blob receiver holding the pool.
+        self.pool.stop_accepting();
+        self.blobs.shutdown();
         // Messaging first: it publishes through gossip.
         let _ = self.messenger.shutdown().await;
         let _ = self.gossip.shutdown().await;
         let _ = self.dht.shutdown().await;
         let _ = self.recovery.shutdown().await;
-        self.blobs.shutdown();
         self.pool.shutdown().await;
     }
 }

@@ -224,6 +224,9 @@ impl<T: Transport + 'static, R: Runtime> Pool<T, R> {
         peer: PeerId,
         address: &str,
     ) -> Result<Arc<T::Connection>, TransportError> {
+        if *self.inner.stopped.borrow() {
+            return Err(TransportError::Closed);
+        }
         if address.is_empty() {
             return Err(TransportError::Unreachable(
                 "no link to the peer and no address to dial".into(),
@@ -330,8 +333,14 @@ impl<T: Transport + 'static, R: Runtime> Pool<T, R> {
     /// Stops accepting and closes every link; links that arrive later are closed at once. The
     /// transport goes when the last handle to the pool does (its listeners with it).
     pub async fn shutdown(&self) {
-        self.inner.stopped.send_replace(true);
+        self.stop_accepting();
         self.close_all().await;
+    }
+
+    /// The first half of [`Pool::shutdown`], which does not wait: no more accepting or
+    /// dialing; new links are closed at once; open ones stay until [`Pool::close_all`].
+    pub fn stop_accepting(&self) {
+        self.inner.stopped.send_replace(true);
     }
 
     /// Closes the link to `peer`, forgetting it first, so that the next [`Pool::dial`] makes a
@@ -360,9 +369,11 @@ impl<T: Transport + 'static, R: Runtime> Pool<T, R> {
             .lock()
             .map(|mut l| l.drain().map(|(_, link)| link.conn).collect())
             .unwrap_or_default();
-        for c in conns {
-            let _ = c.close().await;
+        if !conns.is_empty() {
+            self.changed();
         }
+        // All at once: one slow close (a radio that does not answer) does not hold the rest.
+        futures_util::future::join_all(conns.iter().map(|c| c.close())).await;
     }
 
     /// A handle that does not keep the pool alive (for what the pool itself owns, through its
@@ -448,10 +459,27 @@ impl<T: Transport + 'static, R: Runtime> Pool<T, R> {
                     "connection limit reached".into(),
                 ));
             }
+            // Checked again under the lock: a shutdown that drained the links while this one
+            // sent its hello must not see it inserted afterwards.
+            if *self.inner.stopped.borrow() {
+                drop(links);
+                let c = Arc::clone(&conn);
+                self.inner.runtime.spawn(Box::pin(async move {
+                    let _ = c.close().await;
+                }));
+                return Err(TransportError::Closed);
+            }
             let ours = dialed.is_some() || conn.initiated_here();
             if let Some(old) = links.get(&peer) {
                 let lower_dials = self.inner.local < peer;
-                let keep_old = old.dialed != ours && old.dialed == lower_dials;
+                let (old_kind, new_kind) = (old.conn.kind(), conn.kind());
+                let keep_old = if old.dialed == ours && old_kind != new_kind {
+                    // Same side started both, over different transports: the order they came
+                    // up in may differ between the two sides, the transports do not.
+                    kind_rank(old_kind) >= kind_rank(new_kind)
+                } else {
+                    old.dialed != ours && old.dialed == lower_dials
+                };
                 let loser = if keep_old {
                     Arc::clone(&conn)
                 } else {
@@ -545,5 +573,15 @@ impl<T: Transport + 'static, R: Runtime> Pool<T, R> {
                 self.inner.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+}
+
+/// Which of two links to one peer, started by the same side over different transports,
+/// stays: the higher rank (WebRTC carries more than BLE).
+fn kind_rank(kind: crate::TransportKind) -> u8 {
+    match kind {
+        crate::TransportKind::WebRtc => 2,
+        crate::TransportKind::Ble => 1,
+        _ => 0,
     }
 }

@@ -1545,7 +1545,7 @@ public protocol MeshNodeProtocol: AnyObject, Sendable {
     
     /**
      * The recovered identity of `owner` (after [`NodeEvent::Recovered`]), saved into
-     * `storage` before it is handed over (the node gives it out once: a call cancelled half
+     * `storage` (replacing what it held) before it is handed over (the node gives it out once: a call cancelled half
      * way must not lose it). Restart the app's node with it.
      *
      * # Errors
@@ -1944,7 +1944,7 @@ open func recoveryStart(owner: String, guardians: [String])async throws  -> [Gua
     
     /**
      * The recovered identity of `owner` (after [`NodeEvent::Recovered`]), saved into
-     * `storage` before it is handed over (the node gives it out once: a call cancelled half
+     * `storage` (replacing what it held) before it is handed over (the node gives it out once: a call cancelled half
      * way must not lose it). Restart the app's node with it.
      *
      * # Errors
@@ -2086,11 +2086,12 @@ public protocol PinVerifierProtocol: AnyObject, Sendable {
     func checkCertificate(host: String, certificateDer: Data) throws  -> PinCheck
     
     /**
-     * Makes the signed pin set `document` active. Returns its sequence number.
+     * Makes the signed pin set `document` active. Returns its sequence number (keep it, for
+     * `min_sequence` at the next start).
      *
      * # Errors
-     * [`MeshError::InvalidInput`]: not signed by the signer, expired, malformed, or not newer
-     * than the active one (a rollback).
+     * [`MeshError::InvalidInput`]: not signed by the signer, expired, malformed, below
+     * `min_sequence`, or not newer than the active one (a rollback).
      */
     func update(document: Data) throws  -> UInt64
     
@@ -2139,17 +2140,21 @@ open class PinVerifier: PinVerifierProtocol, @unchecked Sendable {
         return try! rustCall { uniffi_mesh_ffi_fn_clone_pinverifier(self.handle, $0) }
     }
     /**
-     * A verifier accepting pin sets signed by peer `signer`, with none active yet.
+     * A verifier accepting pin sets signed by peer `signer`, with none active yet, refusing
+     * any with a sequence number below `min_sequence`: give it the sequence of the last pin
+     * set this app accepted (kept across restarts; 0 the first time), so that an older pin
+     * set, still within its validity, cannot be replayed after a restart.
      *
      * # Errors
      * [`MeshError::InvalidInput`] for a malformed peer id.
      */
-public convenience init(signer: String)throws  {
+public convenience init(signer: String, minSequence: UInt64)throws  {
     let handle =
         try rustCallWithError(FfiConverterTypeMeshError_lift) {
         uniffiCallStatus in
     uniffi_mesh_ffi_fn_constructor_pinverifier_new(
-        FfiConverterString.lower(signer),uniffiCallStatus
+        FfiConverterString.lower(signer),
+        FfiConverterUInt64.lower(minSequence),uniffiCallStatus
     )
 }
     self.init(unsafeFromHandle: handle)
@@ -2197,11 +2202,12 @@ open func checkCertificate(host: String, certificateDer: Data)throws  -> PinChec
 }
     
     /**
-     * Makes the signed pin set `document` active. Returns its sequence number.
+     * Makes the signed pin set `document` active. Returns its sequence number (keep it, for
+     * `min_sequence` at the next start).
      *
      * # Errors
-     * [`MeshError::InvalidInput`]: not signed by the signer, expired, malformed, or not newer
-     * than the active one (a rollback).
+     * [`MeshError::InvalidInput`]: not signed by the signer, expired, malformed, below
+     * `min_sequence`, or not newer than the active one (a rollback).
      */
 open func update(document: Data)throws  -> UInt64  {
     return try  FfiConverterUInt64.lift(try rustCallWithError(FfiConverterTypeMeshError_lift) {
@@ -3446,6 +3452,25 @@ public enum NodeEvent: Equatable, Hashable {
          */owner: String
     )
     /**
+     * A link to `peer` came up (or the same peer is now linked over another kind).
+     */
+    case linkUp(
+        /**
+         * The peer.
+         */peer: String, 
+        /**
+         * What carries the link.
+         */kind: LinkKind
+    )
+    /**
+     * The link to `peer` went down (messages to it now go through the mesh).
+     */
+    case linkDown(
+        /**
+         * The peer.
+         */peer: String
+    )
+    /**
      * Any other recovery progress (a share accepted or refused, a guardian's answer), as
      * text for a log.
      */
@@ -3493,7 +3518,13 @@ public struct FfiConverterTypeNodeEvent: FfiConverterRustBuffer {
         case 6: return .recovered(owner: try FfiConverterString.read(from: &buf)
         )
         
-        case 7: return .recoveryProgress(detail: try FfiConverterString.read(from: &buf)
+        case 7: return .linkUp(peer: try FfiConverterString.read(from: &buf), kind: try FfiConverterTypeLinkKind.read(from: &buf)
+        )
+        
+        case 8: return .linkDown(peer: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 9: return .recoveryProgress(detail: try FfiConverterString.read(from: &buf)
         )
         
         default: throw UniffiInternalError.unexpectedEnumCase
@@ -3541,8 +3572,19 @@ public struct FfiConverterTypeNodeEvent: FfiConverterRustBuffer {
             FfiConverterString.write(owner, into: &buf)
             
         
-        case let .recoveryProgress(detail):
+        case let .linkUp(peer,kind):
             writeInt(&buf, Int32(7))
+            FfiConverterString.write(peer, into: &buf)
+            FfiConverterTypeLinkKind.write(kind, into: &buf)
+            
+        
+        case let .linkDown(peer):
+            writeInt(&buf, Int32(8))
+            FfiConverterString.write(peer, into: &buf)
+            
+        
+        case let .recoveryProgress(detail):
+            writeInt(&buf, Int32(9))
             FfiConverterString.write(detail, into: &buf)
             
         }
@@ -4151,7 +4193,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_mesh_ffi_checksum_method_pinverifier_check_certificate() != 48402) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_mesh_ffi_checksum_method_pinverifier_update() != 41347) {
+    if (uniffi_mesh_ffi_checksum_method_pinverifier_update() != 37236) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_mesh_ffi_checksum_method_meshnode_address() != 7844) {
@@ -4199,7 +4241,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_mesh_ffi_checksum_method_meshnode_recovery_start() != 43369) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_mesh_ffi_checksum_method_meshnode_recovery_take() != 65157) {
+    if (uniffi_mesh_ffi_checksum_method_meshnode_recovery_take() != 12251) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_mesh_ffi_checksum_method_meshnode_send() != 37515) {
@@ -4220,7 +4262,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_mesh_ffi_checksum_constructor_meshidentity_unlock_sealed() != 8421) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_mesh_ffi_checksum_constructor_pinverifier_new() != 13046) {
+    if (uniffi_mesh_ffi_checksum_constructor_pinverifier_new() != 53308) {
         return InitializationResult.apiChecksumMismatch
     }
 

@@ -458,7 +458,7 @@ void uniffi_mesh_ffi_fn_free_pinverifier(uint64_t handle, RustCallStatus *_Nonnu
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_MESH_FFI_FN_CONSTRUCTOR_PINVERIFIER_NEW
 #define UNIFFI_FFIDEF_UNIFFI_MESH_FFI_FN_CONSTRUCTOR_PINVERIFIER_NEW
-uint64_t uniffi_mesh_ffi_fn_constructor_pinverifier_new(RustBuffer signer, RustCallStatus *_Nonnull out_status
+uint64_t uniffi_mesh_ffi_fn_constructor_pinverifier_new(RustBuffer signer, uint64_t min_sequence, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_MESH_FFI_FN_METHOD_PINVERIFIER_ACTIVE_SEQUENCE

@@ -73,8 +73,9 @@ class PipeRadio(BleRadio):
     """A foreign BLE radio: one end of an in-process GATT pipe with a real ATT MTU. What it
     writes is delivered to the other end's link, in order, as the OS stack would."""
 
-    def __init__(self, mtu, loop):
+    def __init__(self, mtu, loop, propagate=True):
         self._mtu = mtu
+        self.propagate = propagate
         self.loop = loop
         self.peer_link = None
         self.writes = 0
@@ -100,7 +101,7 @@ class PipeRadio(BleRadio):
         # A BLE disconnection is seen by both ends: the other side's stack reports it too.
         self.closed = True
         self.disconnects += 1
-        if self.peer_link is not None:
+        if self.propagate and self.peer_link is not None:
             self.peer_link.disconnected()
 
 
@@ -240,14 +241,14 @@ class InviteAndPinTests(Base):
 
     async def test_pin_verifier_refuses_bad_input(self):
         signer = await MeshIdentity.create(DictStorage())
-        verifier = PinVerifier(signer.peer_id())
+        verifier = PinVerifier(signer.peer_id(), 0)
         self.assertIsNone(verifier.active_sequence())
         with self.assertRaises(MeshError.InvalidInput):
             verifier.update(b"not a signed pin set")
         with self.assertRaises(MeshError.InvalidInput):
             verifier.check_certificate("mesh.example.org", b"not DER")
         with self.assertRaises(MeshError.InvalidInput):
-            PinVerifier("nope")
+            PinVerifier("nope", 0)
 
 
 class NodeTests(Base):
@@ -256,6 +257,11 @@ class NodeTests(Base):
         self.assertTrue(a.address().startswith("http://127.0.0.1:"), a.address())
         b_id, b = await self.node("b", bootstrap=[f"{a.peer_id()}@{a.address()}"])
         self.assertEqual(b.peer_id(), b_id.peer_id())
+        # Each side reports the link as it comes up.
+        up = await next_event(a, lambda e: e.is_link_up())
+        self.assertEqual((up.peer, up.kind), (b.peer_id(), LinkKind.WEB_RTC))
+        up = await next_event(b, lambda e: e.is_link_up())
+        self.assertEqual((up.peer, up.kind), (a.peer_id(), LinkKind.WEB_RTC))
 
         sent = await b.send(a.peer_id(), b"hello from b")
         got = await next_event(a, lambda e: e.is_message())
@@ -367,13 +373,13 @@ class NodeTests(Base):
 
 
 class BleTests(Base):
-    async def pair(self, mtu, expected=None):
+    async def pair(self, mtu, expected=None, propagate=True):
         """Two nodes with no WebRTC between them (no listener, no bootstrap), linked by a
         Python radio pair."""
         _, c = await self.node("c")
         _, d = await self.node("d")
         loop = asyncio.get_running_loop()
-        rc, rd = PipeRadio(mtu, loop), PipeRadio(mtu, loop)
+        rc, rd = PipeRadio(mtu, loop, propagate), PipeRadio(mtu, loop, propagate)
         lc = c.attach_ble(rc, True, expected)
         ld = d.attach_ble(rd, False, None)
         rc.peer_link, rd.peer_link = ld, lc
@@ -390,6 +396,9 @@ class BleTests(Base):
             await asyncio.sleep(0.05)
         self.assertEqual([(l.peer, l.kind) for l in c.links()], [(d.peer_id(), LinkKind.BLE)])
         self.assertEqual([(l.peer, l.kind) for l in d.links()], [(c.peer_id(), LinkKind.BLE)])
+        for node, other in ((c, d), (d, c)):
+            up = await next_event(node, lambda e: e.is_link_up())
+            self.assertEqual((up.peer, up.kind), (other.peer_id(), LinkKind.BLE))
 
         body = os.urandom(3000)  # far over one 20-byte GATT write: fragmented
         sent = await c.send(d.peer_id(), body)
@@ -410,11 +419,16 @@ class BleTests(Base):
                 break
             await asyncio.sleep(0.05)
         self.assertEqual((d.links(), c.links()), ([], []))
+        for node, other in ((c, d), (d, c)):
+            down = await next_event(node, lambda e: e.is_link_down())
+            self.assertEqual(down.peer, other.peer_id())
         self.assertTrue(rd.closed and rc.closed, "a radio was never told to disconnect")
         self.assertEqual((rc.disconnects, rd.disconnects), (1, 1))
 
     async def test_stopping_the_node_disconnects_its_radios(self):
-        c, d, rc, rd, lc, ld = await self.pair(517)
+        # Disconnections not passed on by the "stack": d can only learn from the close
+        # message c's link sends before it disconnects.
+        c, d, rc, rd, lc, ld = await self.pair(517, propagate=False)
         await asyncio.wait_for(lc.wait_connected(), WAIT)
         await asyncio.wait_for(ld.wait_connected(), WAIT)
         await asyncio.wait_for(c.stop(), WAIT)

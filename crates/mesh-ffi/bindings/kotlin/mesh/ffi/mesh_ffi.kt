@@ -922,7 +922,7 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_mesh_ffi_fn_free_pinverifier(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
-    external fun uniffi_mesh_ffi_fn_constructor_pinverifier_new(`signer`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_mesh_ffi_fn_constructor_pinverifier_new(`signer`: RustBuffer.ByValue,`minSequence`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_mesh_ffi_fn_method_pinverifier_active_sequence(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
@@ -1162,7 +1162,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_mesh_ffi_checksum_method_pinverifier_check_certificate() and 0xFFFF) != 48402) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_mesh_ffi_checksum_method_pinverifier_update() and 0xFFFF) != 41347) {
+    if ((lib.uniffi_mesh_ffi_checksum_method_pinverifier_update() and 0xFFFF) != 37236) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_mesh_ffi_checksum_method_meshnode_address() and 0xFFFF) != 7844) {
@@ -1210,7 +1210,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_mesh_ffi_checksum_method_meshnode_recovery_start() and 0xFFFF) != 43369) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_mesh_ffi_checksum_method_meshnode_recovery_take() and 0xFFFF) != 65157) {
+    if ((lib.uniffi_mesh_ffi_checksum_method_meshnode_recovery_take() and 0xFFFF) != 12251) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_mesh_ffi_checksum_method_meshnode_send() and 0xFFFF) != 37515) {
@@ -1231,7 +1231,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_mesh_ffi_checksum_constructor_meshidentity_unlock_sealed() and 0xFFFF) != 8421) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_mesh_ffi_checksum_constructor_pinverifier_new() and 0xFFFF) != 13046) {
+    if ((lib.uniffi_mesh_ffi_checksum_constructor_pinverifier_new() and 0xFFFF) != 53308) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
 }
@@ -3166,7 +3166,7 @@ public interface MeshNodeInterface {
     
     /**
      * The recovered identity of `owner` (after [`NodeEvent::Recovered`]), saved into
-     * `storage` before it is handed over (the node gives it out once: a call cancelled half
+     * `storage` (replacing what it held) before it is handed over (the node gives it out once: a call cancelled half
      * way must not lose it). Restart the app's node with it.
      *
      * # Errors
@@ -3703,7 +3703,7 @@ open class MeshNode: Disposable, AutoCloseable, MeshNodeInterface
     
     /**
      * The recovered identity of `owner` (after [`NodeEvent::Recovered`]), saved into
-     * `storage` before it is handed over (the node gives it out once: a call cancelled half
+     * `storage` (replacing what it held) before it is handed over (the node gives it out once: a call cancelled half
      * way must not lose it). Restart the app's node with it.
      *
      * # Errors
@@ -3946,11 +3946,12 @@ public interface PinVerifierInterface {
     fun `checkCertificate`(`host`: kotlin.String, `certificateDer`: kotlin.ByteArray): PinCheck
     
     /**
-     * Makes the signed pin set `document` active. Returns its sequence number.
+     * Makes the signed pin set `document` active. Returns its sequence number (keep it, for
+     * `min_sequence` at the next start).
      *
      * # Errors
-     * [`MeshError::InvalidInput`]: not signed by the signer, expired, malformed, or not newer
-     * than the active one (a rollback).
+     * [`MeshError::InvalidInput`]: not signed by the signer, expired, malformed, below
+     * `min_sequence`, or not newer than the active one (a rollback).
      */
     fun `update`(`document`: kotlin.ByteArray): kotlin.ULong
     
@@ -3986,18 +3987,22 @@ open class PinVerifier: Disposable, AutoCloseable, PinVerifierInterface
         this.cleanable = null
     }
     /**
-     * A verifier accepting pin sets signed by peer `signer`, with none active yet.
+     * A verifier accepting pin sets signed by peer `signer`, with none active yet, refusing
+     * any with a sequence number below `min_sequence`: give it the sequence of the last pin
+     * set this app accepted (kept across restarts; 0 the first time), so that an older pin
+     * set, still within its validity, cannot be replayed after a restart.
      *
      * # Errors
      * [`MeshError::InvalidInput`] for a malformed peer id.
      */
-    constructor(`signer`: kotlin.String) :
+    constructor(`signer`: kotlin.String, `minSequence`: kotlin.ULong) :
         this(UniffiWithHandle, 
     uniffiRustCallWithError(MeshException) { _status ->
     UniffiLib.uniffi_mesh_ffi_fn_constructor_pinverifier_new(
     
         
-        FfiConverterString.lower(`signer`),_status)
+        FfiConverterString.lower(`signer`),
+        FfiConverterULong.lower(`minSequence`),_status)
 }
     )
 
@@ -4117,11 +4122,12 @@ open class PinVerifier: Disposable, AutoCloseable, PinVerifierInterface
 
     
     /**
-     * Makes the signed pin set `document` active. Returns its sequence number.
+     * Makes the signed pin set `document` active. Returns its sequence number (keep it, for
+     * `min_sequence` at the next start).
      *
      * # Errors
-     * [`MeshError::InvalidInput`]: not signed by the signer, expired, malformed, or not newer
-     * than the active one (a rollback).
+     * [`MeshError::InvalidInput`]: not signed by the signer, expired, malformed, below
+     * `min_sequence`, or not newer than the active one (a rollback).
      */
     @Throws(MeshException::class)override fun `update`(`document`: kotlin.ByteArray): kotlin.ULong {
             return FfiConverterULong.lift(
@@ -5423,6 +5429,40 @@ sealed class NodeEvent {
     }
     
     /**
+     * A link to `peer` came up (or the same peer is now linked over another kind).
+     */
+    data class LinkUp(
+        /**
+         * The peer.
+         */
+        val `peer`: kotlin.String, 
+        /**
+         * What carries the link.
+         */
+        val `kind`: mesh.ffi.LinkKind) : NodeEvent()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * The link to `peer` went down (messages to it now go through the mesh).
+     */
+    data class LinkDown(
+        /**
+         * The peer.
+         */
+        val `peer`: kotlin.String) : NodeEvent()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
      * Any other recovery progress (a share accepted or refused, a guardian's answer), as
      * text for a log.
      */
@@ -5479,7 +5519,14 @@ public object FfiConverterTypeNodeEvent : FfiConverterRustBuffer<NodeEvent>{
             6 -> NodeEvent.Recovered(
                 FfiConverterString.read(buf),
                 )
-            7 -> NodeEvent.RecoveryProgress(
+            7 -> NodeEvent.LinkUp(
+                FfiConverterString.read(buf),
+                FfiConverterTypeLinkKind.read(buf),
+                )
+            8 -> NodeEvent.LinkDown(
+                FfiConverterString.read(buf),
+                )
+            9 -> NodeEvent.RecoveryProgress(
                 FfiConverterString.read(buf),
                 )
             else -> throw RuntimeException("invalid enum value, something is very wrong!!")
@@ -5536,6 +5583,21 @@ public object FfiConverterTypeNodeEvent : FfiConverterRustBuffer<NodeEvent>{
                 + FfiConverterString.allocationSize(value.`owner`)
             )
         }
+        is NodeEvent.LinkUp -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`peer`)
+                + FfiConverterTypeLinkKind.allocationSize(value.`kind`)
+            )
+        }
+        is NodeEvent.LinkDown -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`peer`)
+            )
+        }
         is NodeEvent.RecoveryProgress -> {
             // Add the size for the Int that specifies the variant plus the size needed for all fields
             (
@@ -5584,8 +5646,19 @@ public object FfiConverterTypeNodeEvent : FfiConverterRustBuffer<NodeEvent>{
                 FfiConverterString.write(value.`owner`, buf)
                 Unit
             }
-            is NodeEvent.RecoveryProgress -> {
+            is NodeEvent.LinkUp -> {
                 buf.putInt(7)
+                FfiConverterString.write(value.`peer`, buf)
+                FfiConverterTypeLinkKind.write(value.`kind`, buf)
+                Unit
+            }
+            is NodeEvent.LinkDown -> {
+                buf.putInt(8)
+                FfiConverterString.write(value.`peer`, buf)
+                Unit
+            }
+            is NodeEvent.RecoveryProgress -> {
+                buf.putInt(9)
                 FfiConverterString.write(value.`detail`, buf)
                 Unit
             }
