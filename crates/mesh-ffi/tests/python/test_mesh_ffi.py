@@ -347,7 +347,7 @@ class NodeTests(Base):
             await start_node(identity, settings(self.path("q.db"), listen=listen))
         await node.stop()
         again = None
-        for _ in range(100):
+        for _ in range(400):
             try:
                 again = await start_node(identity, settings(self.path("p.db"), listen=listen))
                 break
@@ -361,7 +361,7 @@ class NodeTests(Base):
         node = await start_node(identity, settings(self.path("dropped.db")))
         del node
         gc.collect()
-        for _ in range(100):
+        for _ in range(400):
             try:
                 again = await start_node(identity, settings(self.path("dropped.db")))
                 break
@@ -390,7 +390,7 @@ class BleTests(Base):
         self.assertEqual(await asyncio.wait_for(lc.wait_connected(), WAIT), d.peer_id())
         self.assertEqual(await asyncio.wait_for(ld.wait_connected(), WAIT), c.peer_id())
         # Both nodes took the link into their pools.
-        for _ in range(100):
+        for _ in range(400):
             if c.links() and d.links():
                 break
             await asyncio.sleep(0.05)
@@ -414,7 +414,7 @@ class BleTests(Base):
         # data, and the library tells both radios to disconnect.
         ld.disconnected()
         self.assertFalse(ld.received(b"late"))
-        for _ in range(200):
+        for _ in range(400):
             if not d.links() and not c.links() and rc.closed and rd.closed:
                 break
             await asyncio.sleep(0.05)
@@ -434,7 +434,7 @@ class BleTests(Base):
         await asyncio.wait_for(c.stop(), WAIT)
         self.assertTrue(rc.closed, "the stopped node's radio is still connected")
         # The close reached the other side, whose link closes and disconnects too.
-        for _ in range(200):
+        for _ in range(400):
             if rd.closed and not d.links():
                 break
             await asyncio.sleep(0.05)
