@@ -130,6 +130,189 @@ fn extra_tables(ours: &Value) -> String {
     table
 }
 
+/// Every suite, in the order `--compare` runs them.
+pub(crate) const SUITES: &[&str] = &["crypto", "storage", "blob", "dht", "transport", "latency"];
+/// The recorded ratios `--compare` checks against (`--record` rewrites it).
+const RECORDED: &str = "benches/recorded.json";
+/// A ratio that grew by more than this is a regression.
+const THRESHOLD: f64 = 0.10;
+
+/// The suites named in `args` (flags aside), or every suite.
+pub(crate) fn parse_suites(args: &[&str]) -> Result<Vec<String>, String> {
+    let named: Vec<String> = args
+        .iter()
+        .filter(|a| !a.starts_with("--"))
+        .map(|s| (*s).to_string())
+        .collect();
+    if let Some(bad) = named.iter().find(|s| !SUITES.contains(&s.as_str())) {
+        return Err(format!("unknown suite {bad}"));
+    }
+    if let Some(flag) = args
+        .iter()
+        .find(|a| a.starts_with("--") && **a != "--record")
+    {
+        return Err(format!("unknown flag {flag}"));
+    }
+    Ok(if named.is_empty() {
+        SUITES.iter().map(|s| (*s).to_string()).collect()
+    } else {
+        named
+    })
+}
+
+/// `ours / baseline` time per operation of the last run of `suite`.
+fn ratios(c: &Ci, suite: &str) -> Result<Vec<(String, f64)>, String> {
+    let path = c.target_dir().join(format!("xtask/bench/{suite}.json"));
+    let both = read_json(&std::fs::read_to_string(&path).map_err(|e| e.to_string())?)?;
+    let rows = |v: &Value| -> Vec<(String, f64)> {
+        v["results"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|r| {
+                        (
+                            r["name"].as_str().unwrap_or_default().to_string(),
+                            r["ns_per_op"].as_f64().unwrap_or(f64::NAN),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    Ok(rows(&both["ours"])
+        .into_iter()
+        .zip(rows(&both["baseline"]))
+        .map(|((name, ns), (_, bns))| (name, ns / bns))
+        .collect())
+}
+
+/// One operation's ratio now against the recorded one.
+#[derive(Debug, Clone, PartialEq)]
+struct Change {
+    suite: String,
+    operation: String,
+    recorded: Option<f64>,
+    now: f64,
+}
+
+impl Change {
+    /// How much the ratio grew (positive: slower relative to the baseline).
+    fn growth(&self) -> Option<f64> {
+        self.recorded.map(|r| self.now / r - 1.0)
+    }
+
+    fn regressed(&self) -> bool {
+        self.growth().is_some_and(|g| g > THRESHOLD)
+    }
+}
+
+fn changes(recorded: &Value, suite: &str, now: &[(String, f64)]) -> Vec<Change> {
+    now.iter()
+        .map(|(op, ratio)| Change {
+            suite: suite.to_string(),
+            operation: op.clone(),
+            recorded: recorded["suites"][suite][op].as_f64(),
+            now: *ratio,
+        })
+        .collect()
+}
+
+/// `cargo xtask bench --compare [--record] [SUITE ...]`: runs the suites (release, full) and
+/// compares each operation's `ours / baseline` ratio with the recorded one; a ratio more than
+/// 10% higher is a regression. A suite with a regression is run a second time and the better
+/// ratio of the two kept, so one noisy run on a shared machine does not fail the check. With
+/// `--record`, the ratios of this run become the recorded ones.
+pub(crate) fn compare_recorded(
+    c: &mut Ci,
+    suites: &[String],
+    record: bool,
+) -> Result<crate::steps::Outcome, String> {
+    let path = c.root.join(RECORDED);
+    let mut recorded: Value = match std::fs::read_to_string(&path) {
+        Ok(text) => read_json(&text)?,
+        Err(_) if record => serde_json::json!({ "suites": {} }),
+        Err(e) => return Err(format!("{RECORDED}: {e} (record it with --record)")),
+    };
+    let mut all = Vec::new();
+    for suite in suites {
+        run(c, suite, true, false)?;
+        let mut now = ratios(c, suite)?;
+        if !record
+            && changes(&recorded, suite, &now)
+                .iter()
+                .any(Change::regressed)
+        {
+            eprintln!("    {suite}: a ratio grew by more than 10%; running the suite again");
+            run(c, suite, true, false)?;
+            let again = ratios(c, suite)?;
+            for ((_, a), (_, b)) in now.iter_mut().zip(&again) {
+                *a = a.min(*b);
+            }
+        }
+        all.extend(changes(&recorded, suite, &now));
+    }
+    let table = change_table(&all);
+    println!("{table}");
+    let regressed: Vec<String> = all
+        .iter()
+        .filter(|c| c.regressed())
+        .map(|c| format!("{} / {}", c.suite, c.operation))
+        .collect();
+    if record {
+        for ch in &all {
+            recorded["suites"][&ch.suite][&ch.operation] = serde_json::json!(ch.now);
+        }
+        let rev = Command::new("git")
+            .args(["rev-parse", "--short", "HEAD"])
+            .current_dir(&c.root)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default();
+        recorded["recorded_at_commit"] = serde_json::json!(rev);
+        recorded["what"] = serde_json::json!(
+            "ours / baseline time per operation, same run, release build (cargo xtask bench --compare --record)"
+        );
+        let text = serde_json::to_string_pretty(&recorded).map_err(|e| e.to_string())?;
+        std::fs::write(&path, text + "\n").map_err(|e| e.to_string())?;
+        return Ok(crate::steps::Outcome::PassedWithNote(format!(
+            "{} ratios recorded in {RECORDED}",
+            all.len()
+        )));
+    }
+    if regressed.is_empty() {
+        Ok(crate::steps::Outcome::PassedWithNote(format!(
+            "{} operations within 10% of the recorded ratios",
+            all.len()
+        )))
+    } else {
+        Err(format!("regressions over 10%: {}", regressed.join(", ")))
+    }
+}
+
+fn change_table(all: &[Change]) -> String {
+    let mut t = String::from(
+        "| suite | operation | recorded ours/baseline | now | change | verdict |\n|---|---|---:|---:|---:|---|\n",
+    );
+    for ch in all {
+        let (rec, growth) = match (ch.recorded, ch.growth()) {
+            (Some(r), Some(g)) => (format!("{r:.3}"), format!("{:+.1}%", g * 100.0)),
+            _ => ("-".into(), "-".into()),
+        };
+        let verdict = match ch.growth() {
+            None => "new (not recorded)",
+            Some(_) if ch.regressed() => "REGRESSION",
+            Some(g) if g < -THRESHOLD => "faster",
+            Some(_) => "ok",
+        };
+        let _ = writeln!(
+            t,
+            "| {} | {} | {rec} | {:.3} | {growth} | {verdict} |",
+            ch.suite, ch.operation, ch.now
+        );
+    }
+    t
+}
+
 fn read_json(text: &str) -> Result<Value, String> {
     serde_json::from_str(text).map_err(|e| format!("bad benchmark output: {e}"))
 }
@@ -198,6 +381,35 @@ fn compare(ours: &Value, baseline: &Value) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ratio_more_than_ten_percent_higher_is_a_regression() {
+        let recorded = serde_json::json!({"suites": {"crypto": {"seal": 1.0, "open": 0.5}}});
+        let now = [
+            ("seal".to_string(), 1.11),
+            ("open".to_string(), 0.54),
+            ("new".to_string(), 9.0),
+        ];
+        let c = changes(&recorded, "crypto", &now);
+        assert!(c[0].regressed(), "+11% is a regression");
+        assert!(!c[1].regressed(), "+8% is within the threshold");
+        assert!(
+            !c[2].regressed() && c[2].recorded.is_none(),
+            "unrecorded is not"
+        );
+        let t = change_table(&c);
+        assert!(
+            t.contains("| crypto | seal | 1.000 | 1.110 | +11.0% | REGRESSION |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| crypto | open | 0.500 | 0.540 | +8.0% | ok |"),
+            "{t}"
+        );
+        assert!(t.contains("new (not recorded)"), "{t}");
+        let faster = changes(&recorded, "crypto", &[("seal".to_string(), 0.8)]);
+        assert!(change_table(&faster).contains("| faster |"));
+    }
 
     #[test]
     fn compare_refuses_mismatched_operation_sets() {

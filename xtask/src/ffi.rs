@@ -87,15 +87,16 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
 /// updates them (elsewhere), checks the crate's own code has no `unsafe`, and runs the Python
 /// tests against the library.
 pub(crate) fn bindings(ci: &mut Ci) -> Result<Outcome, String> {
-    // The workspace's feature set, as the test step built it: nothing is compiled again.
+    // All targets, so that dev-dependencies' features unify as in the test step and its
+    // artifacts are reused (with `--lib --bins` they unify differently and half the workspace
+    // was compiled again); only the cdylib and the generator are new.
     ci.cargo(
         &[
             "build",
             "--locked",
             "--workspace",
             "--all-features",
-            "--lib",
-            "--bins",
+            "--all-targets",
         ],
         &[],
     )?;

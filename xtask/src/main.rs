@@ -10,6 +10,11 @@
 //! - `interop`: libsodium (PyNaCl) against mesh-crypto, both directions; aiortc against the
 //!   native WebRTC link.
 //! - `bench SUITE [--quick]`: a benchmark suite and its same-run baseline, with ratios.
+//! - `bench --compare [--record] [SUITE ...]`: every suite's ratios against the recorded ones
+//!   (`benches/recorded.json`), flagging regressions over 10%.
+//! - `coverage [--min PERCENT]`: line coverage of the native tests per crate (cargo-llvm-cov).
+//! - `fuzz [--time S] [--no-merge] [TARGET ...]`: every libFuzzer target for S seconds, with a
+//!   report of executions and findings per target.
 //! - `sim dht --nodes N [...]`: the DHT simulation at scale (release build), with its report.
 //! - `vectors`: regenerates the committed test vectors (crypto, platform, DHT and gossip) after
 //!   an intentional format change.
@@ -17,7 +22,9 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod bench;
+mod coverage;
 mod ffi;
+mod fuzz;
 mod placeholders;
 mod steps;
 mod web;
@@ -28,7 +35,7 @@ use std::process::ExitCode;
 use steps::{Ci, Outcome};
 
 const USAGE: &str =
-    "usage: cargo xtask <ci | setup | test-wasm | web | e2e | bindings | interop | bench SUITE [--quick] | sim dht [FLAGS] | vectors>
+    "usage: cargo xtask <ci | setup | test-wasm | web | e2e | bindings | interop | bench SUITE [--quick] | bench --compare [--record] [SUITE..] | fuzz [--time S] [--no-merge] [TARGET..] | coverage [--min P] | sim dht [FLAGS] | vectors>
   ci          install what is missing, run every check, print a summary (the CI entry point)
   setup       only install: wasm32 target, chromium + chromedriver, wasm-bindgen-cli, cargo-deny, promtool,
               the Python venv with PyNaCl and aiortc, the offline advisory database
@@ -41,11 +48,22 @@ const USAGE: &str =
   interop     libsodium (PyNaCl) checks our vectors; our code opens libsodium's envelopes; aiortc
               speaks the native WebRTC link
   bench       benchmark suites with same-run baselines: blob | crypto | storage | transport | dht | latency
+  bench --compare
+              run the suites (all, or those named) and compare each ours/baseline ratio with
+              benches/recorded.json: a ratio over 10% higher is a regression (confirmed by a second run);
+              --record stores this run's ratios instead
+  coverage    the native tests under cargo-llvm-cov (installs llvm-tools and cargo-llvm-cov): line coverage
+              per crate in target/xtask/coverage.md, HTML in target/llvm-cov/html; fails below --min (default 0)
+  fuzz        build the libFuzzer targets (fuzz/libfuzzer, cargo fuzz) and run each for --time S seconds
+              (default 60) from its committed corpus, crash reproducers and fresh seeds; crashes are saved to
+              fuzz/regressions/ (replayed by cargo test) and fail the run; new coverage is merged into
+              fuzz/corpus/ unless --no-merge; prints executions and findings per target
   sim dht     the DHT in the deterministic simulator: --nodes N --lookups L --records R
               --churn PERCENT --loss PER_MILLE --settle SECS --seed S (release build; prints lookup success,
               hops, messages per lookup, records found after churn, memory per node)
   vectors     regenerate the committed test vectors (crypto, platform, DHT and gossip)";
 
+#[allow(clippy::too_many_lines)] // one arm per command
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -80,6 +98,46 @@ fn main() -> ExitCode {
         ["interop"] => {
             ci.setup_python();
             ci.interop();
+        }
+        ["bench", "--compare", rest @ ..] => {
+            let suites = match bench::parse_suites(rest) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("{e}\n{USAGE}");
+                    return ExitCode::from(2);
+                }
+            };
+            let record = rest.contains(&"--record");
+            ci.setup_python();
+            ci.step("bench --compare", |c| {
+                bench::compare_recorded(c, &suites, record)
+            });
+        }
+        ["coverage", rest @ ..] => {
+            let min = match coverage::parse_min(rest) {
+                Ok(m) => m,
+                Err(e) => {
+                    eprintln!("{e}\n{USAGE}");
+                    return ExitCode::from(2);
+                }
+            };
+            ci.step("install llvm-tools + cargo-llvm-cov", coverage::setup);
+            ci.step("coverage (native tests, cargo-llvm-cov)", |c| {
+                coverage::run(c, min)
+            });
+        }
+        ["fuzz", rest @ ..] => {
+            let options = match fuzz::Options::parse(rest) {
+                Ok(o) => o,
+                Err(e) => {
+                    eprintln!("{e}\n{USAGE}");
+                    return ExitCode::from(2);
+                }
+            };
+            ci.step("install cargo-fuzz", fuzz::setup);
+            ci.step(&format!("fuzz ({} s per target)", options.seconds), |c| {
+                fuzz::run(c, &options)
+            });
         }
         ["bench", suite, rest @ ..] => {
             ci.setup_python();

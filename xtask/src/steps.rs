@@ -38,6 +38,7 @@ pub(crate) const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// Setup step for the native build's system libraries: D-Bus for btleplug (BLE on Linux).
 const NATIVE_PACKAGES: &str = "apt libdbus-1-dev + pkg-config";
 const PROMTOOL_PACKAGE: &str = "apt prometheus (promtool)";
+const CARGO_FUZZ: &str = "install cargo-fuzz";
 pub(crate) const CHROMIUM: &str = "/usr/bin/chromium";
 /// Setup step of the Python test peers: PyNaCl (libsodium) and aiortc (WebRTC).
 const PYTHON_VENV: &str = "python venv (PyNaCl, aiortc)";
@@ -250,6 +251,7 @@ impl Ci {
             c.apt_install(&["prometheus"])
         });
         self.setup_step("advisory database", Self::advisory_db);
+        self.setup_step(CARGO_FUZZ, crate::fuzz::setup);
     }
 
     /// The alert rules and scrape config parse, and the rules' unit tests pass. (That every
@@ -519,6 +521,19 @@ impl Ci {
                     "numbers not meaningful: debug build, 30 messages per hop count".into(),
                 )
             })
+        });
+        // Every fuzz target briefly, from its committed corpus and seeds: the harnesses build
+        // and run under libFuzzer (their corpora and crash reproducers also replay in the
+        // native tests). A real campaign is `cargo xtask fuzz --time S`.
+        self.step_needing("fuzz smoke (every target, 3 s)", &[CARGO_FUZZ], |c| {
+            crate::fuzz::run(
+                c,
+                &crate::fuzz::Options {
+                    seconds: 3,
+                    merge: false,
+                    only: Vec::new(),
+                },
+            )
         });
         self.step_needing(
             "cargo deny",

@@ -291,8 +291,16 @@ impl Reassembler {
 /// One message of the unreliable channel: the encoded frame it carries.
 ///
 /// # Errors
-/// [`TransportError::Malformed`] unless it is a single, whole chunk.
+/// [`TransportError::Malformed`] unless it is a single, whole chunk;
+/// [`TransportError::FrameTooLarge`] for a message over [`MAX_MESSAGE_LEN`], which no sender
+/// makes ([`single_message`] refuses it).
 pub fn unreliable_frame(message: &[u8]) -> Result<&[u8], TransportError> {
+    if message.len() > MAX_MESSAGE_LEN {
+        return Err(TransportError::FrameTooLarge {
+            len: message.len().saturating_sub(1 + FRAME_HEADER_LEN),
+            max: MAX_UNRELIABLE_FRAME,
+        });
+    }
     match message.split_first() {
         Some((&CHUNK_LAST, data)) => Ok(data),
         _ => Err(TransportError::Malformed(
@@ -447,5 +455,16 @@ mod tests {
         let m = single_message(&[1, 2]).unwrap();
         assert_eq!(unreliable_frame(&m).unwrap(), &[1, 2]);
         assert!(unreliable_frame(&[CHUNK_MORE, 1]).is_err());
+        // The largest message a sender makes is read back; one byte more is refused (found
+        // by fuzzing: the receiver took any size the sender would never send).
+        let largest = single_message(&vec![7; CHUNK_DATA_LEN]).unwrap();
+        assert_eq!(largest.len(), MAX_MESSAGE_LEN);
+        assert_eq!(unreliable_frame(&largest).unwrap().len(), CHUNK_DATA_LEN);
+        let mut over = largest;
+        over.push(7);
+        assert!(matches!(
+            unreliable_frame(&over),
+            Err(TransportError::FrameTooLarge { .. })
+        ));
     }
 }
