@@ -789,15 +789,7 @@ impl MeshNode {
         guardians: Vec<String>,
         threshold: u32,
     ) -> Result<String, MeshError> {
-        let k = u8::try_from(threshold)
-            .ok()
-            .filter(|k| *k >= 1 && usize::from(*k) <= guardians.len())
-            .ok_or_else(|| {
-                invalid(format!(
-                    "threshold {threshold}: 1 to the number of guardians ({})",
-                    guardians.len()
-                ))
-            })?;
+        let k = mesh_recovery::shamir::threshold(threshold, guardians.len()).map_err(invalid)?;
         let node = self.node()?;
         on_runtime(async move {
             let list = Self::locate_all(&node, &guardians).await?;

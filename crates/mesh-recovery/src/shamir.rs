@@ -30,6 +30,31 @@ impl std::fmt::Debug for Share {
     }
 }
 
+/// A threshold given as a wider integer (by an application, or through a language binding),
+/// checked against the number of guardians: from 1 to `guardians`, and at most 255.
+///
+/// # Errors
+/// [`ThresholdOutOfRange`], which names the allowed range.
+pub fn threshold(threshold: u32, guardians: usize) -> Result<u8, ThresholdOutOfRange> {
+    u8::try_from(threshold)
+        .ok()
+        .filter(|k| *k >= 1 && usize::from(*k) <= guardians)
+        .ok_or(ThresholdOutOfRange {
+            threshold,
+            guardians,
+        })
+}
+
+/// A threshold outside 1 to the number of guardians.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("threshold {threshold}: 1 to the number of guardians ({guardians})")]
+pub struct ThresholdOutOfRange {
+    /// The threshold asked for.
+    pub threshold: u32,
+    /// The number of guardians.
+    pub guardians: usize,
+}
+
 /// Errors of splitting and combining.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -138,6 +163,21 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn a_threshold_is_one_to_the_number_of_guardians() {
+        assert_eq!(threshold(1, 1), Ok(1));
+        assert_eq!(threshold(3, 5), Ok(3));
+        assert_eq!(threshold(255, 300), Ok(255));
+        for (k, n) in [(0, 3), (4, 3), (256, 300), (u32::MAX, 5), (1, 0)] {
+            let e = threshold(k, n).unwrap_err();
+            assert_eq!((e.threshold, e.guardians), (k, n));
+        }
+        assert_eq!(
+            threshold(4, 3).unwrap_err().to_string(),
+            "threshold 4: 1 to the number of guardians (3)"
+        );
+    }
 
     #[test]
     fn limits() {

@@ -871,15 +871,8 @@ impl MeshNode {
         threshold: u32,
     ) -> Result<String, JsValue> {
         let node = self.node()?;
-        let threshold = u8::try_from(threshold)
-            .ok()
-            .filter(|k| *k >= 1 && usize::from(*k) <= guardians.len())
-            .ok_or_else(|| {
-                invalid(format!(
-                    "threshold {threshold}: 1 to the number of guardians ({})",
-                    guardians.len()
-                ))
-            })?;
+        let threshold =
+            mesh_recovery::shamir::threshold(threshold, guardians.len()).map_err(invalid)?;
         let mut list = Vec::with_capacity(guardians.len());
         for g in &guardians {
             let g = peer(g)?;
