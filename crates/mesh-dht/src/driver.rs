@@ -348,9 +348,25 @@ impl<T: Transport + 'static, R: Runtime> Driver<T, R> {
         }
     }
 
-    /// Sends what the core wants sent, answers waiters, writes record changes.
+    /// Writes record changes, then sends what the core wants sent and answers waiters: a
+    /// STORE is answered "stored" only once its record is written, so a node that crashes
+    /// right after its answer still has the record (unless the write failed: it is then kept
+    /// in memory and written again with the next changes).
     async fn flush(&mut self) {
+        let mut outputs = Vec::new();
         while let Some(out) = self.dht.poll_output() {
+            outputs.push(out);
+        }
+        if let Some(store) = &self.store {
+            let changes =
+                persist::merge(std::mem::take(&mut self.unsaved), self.dht.take_changes());
+            if let Err(e) = persist::save_changes(store.as_ref(), &changes).await {
+                // Kept, and written with the next changes (a later change of a key wins).
+                tracing::warn!(error = %e, "saving DHT records failed");
+                self.unsaved = changes;
+            }
+        }
+        for out in outputs {
             match out {
                 Output::Send { to, address, bytes } => {
                     let Ok(frame) = Frame::new(ProtocolId::DHT, bytes) else {
@@ -378,15 +394,6 @@ impl<T: Transport + 'static, R: Runtime> Driver<T, R> {
                 Output::Event(Event::BadMessage { from }) => {
                     tracing::debug!(peer = %from, "bad DHT message");
                 }
-            }
-        }
-        if let Some(store) = &self.store {
-            let changes =
-                persist::merge(std::mem::take(&mut self.unsaved), self.dht.take_changes());
-            if let Err(e) = persist::save_changes(store.as_ref(), &changes).await {
-                // Kept, and written with the next changes (a later change of a key wins).
-                tracing::warn!(error = %e, "saving DHT records failed");
-                self.unsaved = changes;
             }
         }
     }
