@@ -15,7 +15,8 @@
 //! - `coverage [--min PERCENT]`: line coverage of the native tests per crate (cargo-llvm-cov).
 //! - `fuzz [--time S] [--no-merge] [TARGET ...]`: every libFuzzer target for S seconds, with a
 //!   report of executions and findings per target.
-//! - `sim dht --nodes N [...]`: the DHT simulation at scale (release build), with its report.
+//! - `sim dht | gossip | gossip-scale | scale [...]`: the simulations (release build); `sim scale`
+//!   prints the tables of docs/SCALE.md.
 //! - `vectors`: regenerates the committed test vectors (crypto, platform, DHT and gossip) after
 //!   an intentional format change.
 
@@ -35,7 +36,7 @@ use std::process::ExitCode;
 use steps::{Ci, Outcome};
 
 const USAGE: &str =
-    "usage: cargo xtask <ci | setup | test-wasm | web | e2e | bindings | interop | bench SUITE [--quick] | bench --compare [--record] [SUITE..] | fuzz [--time S] [--no-merge] [TARGET..] | coverage [--min P] | sim dht [FLAGS] | vectors>
+    "usage: cargo xtask <ci | setup | test-wasm | web | e2e | bindings | interop | bench SUITE [--quick] | bench --compare [--record] [SUITE..] | fuzz [--time S] [--no-merge] [TARGET..] | coverage [--min P] | sim dht|gossip|gossip-scale|scale [FLAGS] | vectors>
   ci          install what is missing, run every check, print a summary (the CI entry point)
   setup       only install: wasm32 target, chromium + chromedriver, wasm-bindgen-cli, cargo-deny, promtool,
               the Python venv with PyNaCl and aiortc, the offline advisory database
@@ -60,7 +61,12 @@ const USAGE: &str =
               fuzz/corpus/ unless --no-merge; prints executions and findings per target
   sim dht     the DHT in the deterministic simulator: --nodes N --lookups L --records R
               --churn PERCENT --loss PER_MILLE --settle SECS --seed S (release build; prints lookup success,
-              hops, messages per lookup, records found after churn, memory per node)
+              hops, messages per lookup, records found after churn, memory per node); timed phases with
+              --steady --live-churn PERCENT --away SECS --partition SECS --window SECS
+  sim gossip-scale
+              gossip in the simulator: --nodes N --messages M --loss PER_MILLE --churn PERCENT --partition SECS
+              (push reach, delivery, latency, bytes/node/min, memory/node)
+  sim scale   the matrix of docs/SCALE.md: --nodes 10000,100000 [--only dht|gossip], markdown tables
   vectors     regenerate the committed test vectors (crypto, platform, DHT and gossip)";
 
 #[allow(clippy::too_many_lines)] // one arm per command

@@ -11,12 +11,20 @@
 //! sends to a contact without its address is caught here as misaddressed, as it would fail on
 //! a real network.
 //!
-//! [`dht`] runs the DHT core at scale (`cargo xtask sim dht --nodes N`).
+//! [`NetStats`] counts messages and bytes (sent and delivered, and per sending node), so a
+//! scenario can report bandwidth per node and minute of virtual time. [`Churn`] keeps a share
+//! of the nodes offline at any time and rotates them; [`Sim::partition`] splits the network.
+//!
+//! [`dht`] runs the DHT core at scale (`cargo xtask sim dht --nodes N`), [`gossip_scale`] the
+//! gossip core (`cargo xtask sim gossip-scale --nodes N`), and [`scale`] the matrix of both
+//! under churn, loss and a partition (`cargo xtask sim scale`, see `docs/SCALE.md`).
 
 #![forbid(unsafe_code)]
 
 pub mod dht;
 pub mod gossip;
+pub mod gossip_scale;
+pub mod scale;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -148,6 +156,12 @@ pub struct NetStats {
     pub partitioned: u64,
     /// Ticks run.
     pub ticks: u64,
+    /// Bytes of the messages online nodes put on the network to a correct address, counted
+    /// before loss, partitions and offline receivers drop them: what the senders' links carry
+    /// (payload only, no transport framing or encryption).
+    pub bytes_sent: u64,
+    /// Bytes of the messages delivered.
+    pub bytes_delivered: u64,
 }
 
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -168,6 +182,7 @@ pub struct Sim<N: Node> {
     online: Vec<bool>,
     group: Vec<u16>,
     wake_at: Vec<Duration>,
+    sent_by: Vec<u64>,
     queue: BinaryHeap<Reverse<(Duration, u64, Kind)>>,
     now: Duration,
     seq: u64,
@@ -197,6 +212,7 @@ impl<N: Node> Sim<N> {
             online: Vec::new(),
             group: Vec::new(),
             wake_at: Vec::new(),
+            sent_by: Vec::new(),
             queue: BinaryHeap::new(),
             now: Duration::ZERO,
             seq: 0,
@@ -216,6 +232,7 @@ impl<N: Node> Sim<N> {
         self.online.push(true);
         self.group.push(0);
         self.wake_at.push(Duration::MAX);
+        self.sent_by.push(0);
         self.schedule(i);
         i
     }
@@ -261,6 +278,16 @@ impl<N: Node> Sim<N> {
     /// What the network did so far.
     pub fn stats(&self) -> NetStats {
         self.stats
+    }
+
+    /// Bytes node `i` put on the network so far (as counted in [`NetStats::bytes_sent`]).
+    pub fn bytes_sent_by(&self, i: usize) -> u64 {
+        self.sent_by[i]
+    }
+
+    /// The network's properties.
+    pub fn config(&self) -> NetConfig {
+        self.config
     }
 
     /// Messages in flight and wake-ups scheduled.
@@ -339,6 +366,7 @@ impl<N: Node> Sim<N> {
                 let from_peer = self.peers[from];
                 self.nodes[to].handle(from_peer, &self.addresses[from], &bytes, now);
                 self.stats.delivered += 1;
+                self.stats.bytes_delivered += bytes.len() as u64;
                 self.pump(to);
                 self.schedule(to);
             }
@@ -412,6 +440,8 @@ impl<N: Node> Sim<N> {
                         self.stats.offline += 1;
                         continue;
                     }
+                    self.stats.bytes_sent += bytes.len() as u64;
+                    self.sent_by[i] += bytes.len() as u64;
                     if self.group[i] != self.group[j] {
                         self.stats.partitioned += 1;
                         continue;
@@ -440,6 +470,212 @@ impl<N: Node> Sim<N> {
             }
         }
     }
+}
+
+/// Percentiles of a set of durations (nearest rank).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Percentiles {
+    /// Samples.
+    pub count: usize,
+    /// Median.
+    pub p50: Duration,
+    /// 90th percentile.
+    pub p90: Duration,
+    /// 99th percentile.
+    pub p99: Duration,
+    /// Largest.
+    pub max: Duration,
+}
+
+impl Percentiles {
+    /// Of `millis` (milliseconds; sorted in place). All zero if there are none.
+    pub fn of_millis(millis: &mut [u32]) -> Self {
+        millis.sort_unstable();
+        let n = millis.len();
+        let at = |per_mille: usize| {
+            if n == 0 {
+                return Duration::ZERO;
+            }
+            // Nearest rank: the smallest sample with at least this share at or below it.
+            let rank = (n * per_mille).div_ceil(1000).clamp(1, n);
+            Duration::from_millis(u64::from(millis[rank - 1]))
+        };
+        Self {
+            count: n,
+            p50: at(500),
+            p90: at(900),
+            p99: at(990),
+            max: at(1000),
+        }
+    }
+}
+
+impl std::fmt::Display for Percentiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "p50 {} / p90 {} / p99 {} / max {}",
+            human(self.p50),
+            human(self.p90),
+            human(self.p99),
+            human(self.max)
+        )
+    }
+}
+
+/// A duration for a table: milliseconds below ten seconds, else seconds.
+pub fn human(d: Duration) -> String {
+    if d < Duration::from_secs(10) {
+        format!("{} ms", d.as_millis())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}
+
+/// Virtual time as a number of milliseconds for [`Percentiles::of_millis`] (saturating).
+pub fn millis(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+}
+
+/// Continuous churn: a share of the nodes is offline at any time, each for a fixed time away,
+/// and as nodes come back others leave, so the share stays the same while the membership
+/// rotates.
+#[derive(Debug, Clone)]
+pub struct Churn {
+    target: usize,
+    away: Duration,
+    step: Duration,
+    next: Option<Duration>,
+    returning: VecDeque<(Duration, usize)>,
+    left: u64,
+    returned: u64,
+}
+
+/// What one [`Churn::advance`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChurnStep {
+    /// Nodes that went offline.
+    pub left: Vec<usize>,
+    /// Nodes that came back (each was away for the configured time).
+    pub back: Vec<usize>,
+}
+
+impl Churn {
+    /// `percent` of `nodes` offline at any time, each for `away`; the membership changes every
+    /// `step` of virtual time.
+    pub fn new(nodes: usize, percent: u32, away: Duration, step: Duration) -> Self {
+        Self {
+            target: nodes * usize::try_from(percent.min(99)).unwrap_or(0) / 100,
+            away,
+            step: step.max(Duration::from_millis(1)),
+            next: None,
+            returning: VecDeque::new(),
+            left: 0,
+            returned: 0,
+        }
+    }
+
+    /// When [`Churn::advance`] next has work (now, before the first call).
+    pub fn next_step(&self) -> Duration {
+        self.next.unwrap_or(Duration::ZERO)
+    }
+
+    /// Nodes offline because of this churn.
+    pub fn offline(&self) -> usize {
+        self.returning.len()
+    }
+
+    /// Departures and returns so far.
+    pub fn totals(&self) -> (u64, u64) {
+        (self.left, self.returned)
+    }
+
+    /// Brings back the nodes whose time away is over, then takes random online nodes for
+    /// which `may_leave` holds (other than those just back) offline until the target share is
+    /// offline again. The first
+    /// call takes the whole share offline at once with returns spread evenly over the next
+    /// `away`, so the churn is at its steady rate from the start.
+    pub fn advance<N: Node>(
+        &mut self,
+        sim: &mut Sim<N>,
+        may_leave: impl Fn(usize) -> bool,
+    ) -> ChurnStep {
+        let now = sim.now().monotonic;
+        let first = self.next.is_none();
+        self.next = Some(now + self.step);
+        let mut step = ChurnStep::default();
+        while let Some(&(at, i)) = self.returning.front() {
+            if at > now {
+                break;
+            }
+            self.returning.pop_front();
+            sim.set_online(i, true);
+            step.back.push(i);
+        }
+        let n = sim.len();
+        let missing = self.target.saturating_sub(self.returning.len());
+        // A node that just came back stays at least a step.
+        let just_back: std::collections::HashSet<usize> = step.back.iter().copied().collect();
+        let mut tries = 0usize;
+        while step.left.len() < missing && tries < 100 * (missing + 1) {
+            tries += 1;
+            let i = sim.rng().index(n);
+            if !sim.is_online(i) || just_back.contains(&i) || !may_leave(i) {
+                continue;
+            }
+            sim.set_online(i, false);
+            step.left.push(i);
+        }
+        let count = u32::try_from(step.left.len()).unwrap_or(u32::MAX).max(1);
+        for (k, &i) in step.left.iter().enumerate() {
+            let back = if first {
+                // Spread evenly: the k-th returns after (k + 1) / count of `away`.
+                let k = u32::try_from(k).unwrap_or(u32::MAX).saturating_add(1);
+                now + self.away * k / count
+            } else {
+                now + self.away
+            };
+            self.returning.push_back((back, i));
+        }
+        if first {
+            self.returning.make_contiguous().sort_unstable();
+        }
+        self.left += step.left.len() as u64;
+        self.returned += step.back.len() as u64;
+        step
+    }
+
+    /// Brings every node this churn took offline back; returns them.
+    pub fn stop<N: Node>(&mut self, sim: &mut Sim<N>) -> Vec<usize> {
+        let back: Vec<usize> = self.returning.drain(..).map(|(_, i)| i).collect();
+        for &i in &back {
+            sim.set_online(i, true);
+        }
+        self.returned += back.len() as u64;
+        back
+    }
+}
+
+/// Two halves for [`Sim::partition`]: node `i` is in group `i % 2` (node order is unrelated to
+/// keys and links, so this is a random 50/50 split).
+pub fn halves(n: usize) -> Vec<u16> {
+    (0..n).map(|i| u16::from(i % 2 == 1)).collect()
+}
+
+/// Resident set size of this process (Linux), in bytes.
+pub fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Peak resident set size of this process (Linux), in bytes.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ fn a_thousand_nodes_find_each_other_and_keep_records_through_churn() {
             loss_per_mille: 0,
             settle: Duration::ZERO,
             seed: 1,
+            ..Options::default()
         },
         |_| {},
     );
@@ -54,6 +55,7 @@ fn lookups_survive_a_fifth_of_messages_lost() {
             // Joining under loss leaves gaps that the hourly bucket refresh fills.
             settle: Duration::from_secs(3700),
             seed: 2,
+            ..Options::default()
         },
         |_| {},
     );
@@ -79,6 +81,7 @@ fn runs_replay_exactly_from_their_seed() {
         loss_per_mille: 50,
         settle: Duration::from_secs(120),
         seed: 9,
+        ..Options::default()
     };
     let (a, b) = (run(o, |_| {}), run(o, |_| {}));
     assert_eq!(a.delivered, b.delivered);
