@@ -508,7 +508,12 @@ fn gossip_frame(data: &[u8]) -> bool {
     };
     for m in carried {
         if let Ok(decoded) = GossipMessage::decode(m, NOW) {
-            assert!(message_id(m).is_some(), "a valid message has an id");
+            // The id used to drop duplicates before verifying is the verified id.
+            assert_eq!(
+                message_id(m).map(|id| id.0),
+                Some(decoded.id().0),
+                "pre-verification id differs from the signed id"
+            );
             assert_eq!(decoded.as_bytes(), &m[..]);
         }
     }

@@ -21,7 +21,8 @@
 //!   here has no netem), and messages both ways still arrive with their receipts; then one node
 //!   is cut off entirely for 10 s while messages are sent to it, the cut heals, and it gets
 //!   them. This test needs root (network namespaces, `ip` and `tc` from iproute2); without
-//!   them it fails and says so.
+//!   them it says it did not run, or fails where `MESH_REQUIRE_NETNS` is set (`cargo xtask ci`
+//!   sets it).
 //!
 //! The `meshd` binary is the one Cargo built into this target directory (`cargo test
 //! --workspace` builds it; on its own: `cargo build -p meshd`), or the one `MESHD_BIN` names.
@@ -35,6 +36,7 @@
     clippy::expect_used,
     clippy::panic,
     clippy::print_stdout,
+    clippy::print_stderr,
     clippy::too_many_lines
 )] // test code
 
@@ -827,18 +829,22 @@ struct Lab {
 }
 
 impl Lab {
-    /// Fails, saying why, where namespaces cannot be made (not root, no iproute2, ...).
-    fn new(nodes: usize) -> Self {
+    /// `None`, saying why, where namespaces cannot be made (not root, no iproute2, ...); with
+    /// `MESH_REQUIRE_NETNS` set (as `cargo xtask ci` sets it), a failure instead.
+    fn new(nodes: usize) -> Option<Self> {
         let lab = Self {
             prefix: format!("meshf{}", std::process::id()),
             nodes: 0,
         };
         remove_stale_namespaces();
         if let Err(e) = run("ip", &["netns", "add", &lab.hub()]) {
-            panic!(
+            let why = format!(
                 "this test runs meshd processes in network namespaces of their own, which needs \
                  root and iproute2 (`ip netns`, `tc`); they are not available here: {e}"
             );
+            assert!(std::env::var_os("MESH_REQUIRE_NETNS").is_none(), "{why}");
+            eprintln!("NOT RUN: {why} (set MESH_REQUIRE_NETNS=1 to make this a failure)");
+            return None;
         }
         let mut lab = lab;
         let hub = lab.hub();
@@ -888,7 +894,7 @@ impl Lab {
         if let Err(e) = setup(&mut lab) {
             panic!("setting up the network namespaces failed: {e}");
         }
-        lab
+        Some(lab)
     }
 
     fn hub(&self) -> String {
@@ -973,7 +979,9 @@ impl Drop for Lab {
 #[test]
 fn loss_and_partition_between_meshd_processes() {
     let started = Instant::now();
-    let lab = Lab::new(3);
+    let Some(lab) = Lab::new(3) else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     let (r_dir, a_dir, c_dir) = (
         tmp.path().join("relay"),

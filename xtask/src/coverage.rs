@@ -129,7 +129,8 @@ pub(crate) fn run(c: &mut Ci, min: f64) -> Result<Outcome, String> {
     let json = out_dir.join("coverage.json");
     let json_s = json.to_string_lossy().into_owned();
     // The tests once, instrumented (the same set as `cargo test --workspace --all-features`).
-    c.cargo(
+    // A failing test still leaves its profile: report first, then fail.
+    let tests = c.cargo(
         &[
             "llvm-cov",
             "--locked",
@@ -139,7 +140,7 @@ pub(crate) fn run(c: &mut Ci, min: f64) -> Result<Outcome, String> {
             "--no-report",
         ],
         &[],
-    )?;
+    );
     c.cargo(
         &[
             "llvm-cov",
@@ -163,6 +164,7 @@ pub(crate) fn run(c: &mut Ci, min: f64) -> Result<Outcome, String> {
     let (t, overall) = table(&crates);
     println!("{t}");
     std::fs::write(out_dir.join("coverage.md"), &t).map_err(|e| e.to_string())?;
+    tests?;
     if overall < min {
         return Err(format!(
             "line coverage {overall:.1}% is below the required {min:.1}%"

@@ -2,7 +2,8 @@
 //! seconds each, from its committed corpus, its crash reproducers and fresh seeds.
 //!
 //! - Build: `cargo fuzz build` of `fuzz/libfuzzer` (stable toolchain with
-//!   `RUSTC_BOOTSTRAP=1` for libFuzzer's instrumentation flags; no sanitizer: the project forbids
+//!   `RUSTC_BOOTSTRAP=1`, so that the same command also works with a sanitizer, whose flags are
+//!   unstable; no sanitizer here: the project forbids
 //!   `unsafe`, so what the fuzzer can find is panics, overflows, runaway allocation and hangs,
 //!   which the release build with debug assertions and overflow checks catches), into
 //!   `target/fuzz`.

@@ -431,6 +431,8 @@ impl Ci {
         });
         self.step_needing("test (native)", &[NATIVE_PACKAGES], |c| {
             // --no-fail-fast: every test binary runs, so the summary counts all failures.
+            // MESH_REQUIRE_NETNS: the fault tests' network-namespace test must run here (it
+            // only reports itself not run on a machine without root).
             c.cargo(
                 &[
                     "test",
@@ -439,7 +441,7 @@ impl Ci {
                     "--all-features",
                     "--no-fail-fast",
                 ],
-                &[],
+                &[("MESH_REQUIRE_NETNS", "1")],
             )
         });
         // The README's first command, so that it keeps working (same features as the tests:

@@ -350,13 +350,16 @@ impl<T: Transport + 'static, R: Runtime> Driver<T, R> {
 
     /// Writes record changes, then sends what the core wants sent and answers waiters: a
     /// STORE is answered "stored" only once its record is written, so a node that crashes
-    /// right after its answer still has the record (unless the write failed: it is then kept
-    /// in memory and written again with the next changes).
+    /// right after its answer still has the record. If the write fails, the changes are kept
+    /// in memory and written again with the next ones, and this batch's "stored" answers are
+    /// not sent: the requester sees a timeout rather than an acknowledgement a crash would
+    /// break.
     async fn flush(&mut self) {
         let mut outputs = Vec::new();
         while let Some(out) = self.dht.poll_output() {
             outputs.push(out);
         }
+        let mut unsaved = false;
         if let Some(store) = &self.store {
             let changes =
                 persist::merge(std::mem::take(&mut self.unsaved), self.dht.take_changes());
@@ -364,10 +367,12 @@ impl<T: Transport + 'static, R: Runtime> Driver<T, R> {
                 // Kept, and written with the next changes (a later change of a key wins).
                 tracing::warn!(error = %e, "saving DHT records failed");
                 self.unsaved = changes;
+                unsaved = true;
             }
         }
         for out in outputs {
             match out {
+                Output::Send { bytes, .. } if unsaved && acknowledges_a_store(&bytes) => {}
                 Output::Send { to, address, bytes } => {
                     let Ok(frame) = Frame::new(ProtocolId::DHT, bytes) else {
                         continue;
@@ -403,5 +408,40 @@ impl<T: Transport + 'static, R: Runtime> Driver<T, R> {
             Some(store) => Ok(persist::save_contacts(store.as_ref(), &self.dht).await?),
             None => Ok(()),
         }
+    }
+}
+
+/// Whether `bytes` is a STORE answered "stored".
+fn acknowledges_a_store(bytes: &[u8]) -> bool {
+    matches!(
+        crate::message::Message::decode(bytes),
+        Ok(crate::message::Message {
+            body: crate::message::Body::StoreResult(crate::message::StoreStatus::Stored),
+            ..
+        })
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{Body, Message, StoreStatus};
+
+    #[test]
+    fn only_a_stored_answer_is_held_back_when_a_write_fails() {
+        let answer = |body| Message { request: 7, body }.encode();
+        assert!(acknowledges_a_store(&answer(Body::StoreResult(
+            StoreStatus::Stored
+        ))));
+        for other in [
+            Body::StoreResult(StoreStatus::Quota),
+            Body::StoreResult(StoreStatus::Stale),
+            Body::Ping,
+            Body::Pong,
+            Body::Store(vec![1, 2, 3]),
+        ] {
+            assert!(!acknowledges_a_store(&answer(other)));
+        }
+        assert!(!acknowledges_a_store(b"not a message"));
     }
 }

@@ -47,7 +47,7 @@ pub fn threshold(threshold: u32, guardians: usize) -> Result<u8, ThresholdOutOfR
 
 /// A threshold outside 1 to the number of guardians.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("threshold {threshold}: 1 to the number of guardians ({guardians})")]
+#[error("threshold {threshold}: 1 to the number of guardians ({guardians}), at most 255")]
 pub struct ThresholdOutOfRange {
     /// The threshold asked for.
     pub threshold: u32,
@@ -175,7 +175,7 @@ mod tests {
         }
         assert_eq!(
             threshold(4, 3).unwrap_err().to_string(),
-            "threshold 4: 1 to the number of guardians (3)"
+            "threshold 4: 1 to the number of guardians (3), at most 255"
         );
     }
 
