@@ -51,6 +51,7 @@ use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use mesh_sim::Rng; // seeded: the kill points and contents, reproducible from the printed seed
 use serde_json::{Value, json};
 
 /// Longest wait for a node to start, to link, or for a message to arrive.
@@ -60,22 +61,6 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(150);
 
 // ---------------------------------------------------------------------------------------------
 // Helpers: the binary, seeded choices, the control API, processes.
-
-/// xorshift64*: the kill points and contents, reproducible from the printed seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 fn seed(test: &str, default: u64) -> u64 {
     let seed = std::env::var("MESH_FAULTS_SEED")
@@ -434,10 +419,10 @@ struct BlobWrite {
 }
 
 fn blob_content(seed: u64, len: usize) -> Vec<u8> {
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::new(seed | 1);
     let mut out = Vec::with_capacity(len + 8);
     while out.len() < len {
-        out.extend_from_slice(&rng.next().to_le_bytes());
+        out.extend_from_slice(&rng.next_u64().to_le_bytes());
     }
     out.truncate(len);
     out
@@ -459,13 +444,13 @@ fn blob_id(data: &[u8]) -> String {
 
 /// Writes blobs until the node goes away (`killing` set first) or the bound is reached.
 fn write_blobs(dir: &Path, seed: u64, killing: &AtomicBool, log: &Mutex<Vec<BlobWrite>>) {
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::new(seed | 1);
     for _ in 0..BLOBS_PER_WRITER {
         if killing.load(Ordering::SeqCst) {
             return;
         }
         let write = BlobWrite {
-            seed: rng.next(),
+            seed: rng.next_u64(),
             len: usize::try_from(1 + rng.below(MAX_BLOB)).unwrap(),
             acked: None,
         };
@@ -538,7 +523,7 @@ fn check_blobs(node: &Meshd, writes: &[BlobWrite]) -> usize {
 #[test]
 fn blob_writes_survive_sigkill() {
     let started = Instant::now();
-    let mut rng = Rng(seed("blob_writes_survive_sigkill", 0xb10b_5eed));
+    let mut rng = Rng::new(seed("blob_writes_survive_sigkill", 0xb10b_5eed));
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("node");
     write_config(&dir, "127.0.0.1", true, BLOB_QUOTAS);
@@ -554,7 +539,7 @@ fn blob_writes_survive_sigkill() {
                     dir.clone(),
                     Arc::clone(&killing),
                     Arc::clone(&log),
-                    rng.next(),
+                    rng.next_u64(),
                 );
                 std::thread::spawn(move || write_blobs(&dir, seed, &killing, &log))
             })
@@ -643,7 +628,7 @@ fn put_records(
 #[test]
 fn dht_stores_survive_sigkill() {
     let started = Instant::now();
-    let mut rng = Rng(seed("dht_stores_survive_sigkill", 0xd475_5eed));
+    let mut rng = Rng::new(seed("dht_stores_survive_sigkill", 0xd475_5eed));
     let tmp = tempfile::tempdir().unwrap();
     let (h_dir, a_dir, r_dir) = (
         tmp.path().join("holder"),
@@ -676,8 +661,12 @@ fn dht_stores_survive_sigkill() {
         let (tx, rx) = mpsc::channel();
         let writers: Vec<_> = (0..DHT_WRITERS)
             .map(|w| {
-                let (dir, killing, tx, seed) =
-                    (a_dir.clone(), Arc::clone(&killing), tx.clone(), rng.next());
+                let (dir, killing, tx, seed) = (
+                    a_dir.clone(),
+                    Arc::clone(&killing),
+                    tx.clone(),
+                    rng.next_u64(),
+                );
                 let prefix = format!("r{round}w{w}");
                 std::thread::spawn(move || put_records(&dir, &prefix, seed, &killing, &tx))
             })

@@ -164,25 +164,10 @@ pub(crate) fn parse_suites(args: &[&str]) -> Result<Vec<String>, String> {
 fn ratios(c: &Ci, suite: &str) -> Result<Vec<(String, f64)>, String> {
     let path = c.target_dir().join(format!("xtask/bench/{suite}.json"));
     let both = read_json(&std::fs::read_to_string(&path).map_err(|e| e.to_string())?)?;
-    let rows = |v: &Value| -> Vec<(String, f64)> {
-        v["results"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|r| {
-                        (
-                            r["name"].as_str().unwrap_or_default().to_string(),
-                            r["ns_per_op"].as_f64().unwrap_or(f64::NAN),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
     Ok(rows(&both["ours"])
         .into_iter()
         .zip(rows(&both["baseline"]))
-        .map(|((name, ns), (_, bns))| (name, ns / bns))
+        .map(|((name, ns, _), (_, bns, _))| (name, ns / bns))
         .collect())
 }
 
@@ -317,25 +302,27 @@ fn read_json(text: &str) -> Result<Value, String> {
     serde_json::from_str(text).map_err(|e| format!("bad benchmark output: {e}"))
 }
 
+/// (operation, ns per op, bytes per op) of a suite's `results`.
+fn rows(v: &Value) -> Vec<(String, f64, f64)> {
+    v["results"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|r| {
+                    (
+                        r["name"].as_str().unwrap_or_default().to_string(),
+                        r["ns_per_op"].as_f64().unwrap_or(f64::NAN),
+                        r["bytes_per_op"].as_f64().unwrap_or(0.0),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// A markdown table of ours vs baseline per operation; fails if the two measured different
 /// operations (a baseline that silently drifted would make every ratio meaningless).
 fn compare(ours: &Value, baseline: &Value) -> Result<String, String> {
-    let rows = |v: &Value| -> Vec<(String, f64, f64)> {
-        v["results"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|r| {
-                        (
-                            r["name"].as_str().unwrap_or_default().to_string(),
-                            r["ns_per_op"].as_f64().unwrap_or(f64::NAN),
-                            r["bytes_per_op"].as_f64().unwrap_or(0.0),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
     let (o, b) = (rows(ours), rows(baseline));
     let names = |r: &[(String, f64, f64)]| r.iter().map(|x| x.0.clone()).collect::<Vec<_>>();
     if o.is_empty() || names(&o) != names(&b) {
