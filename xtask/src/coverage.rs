@@ -12,7 +12,6 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::Value;
 
@@ -22,33 +21,12 @@ use crate::steps::{Ci, Outcome};
 pub(crate) const CARGO_LLVM_COV_VERSION: &str = "0.9.1";
 
 pub(crate) fn setup(c: &mut Ci) -> Result<Outcome, String> {
-    let components = Command::new("rustup")
-        .args(["component", "list", "--installed"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    let components = crate::steps::tool_version("rustup", &["component", "list", "--installed"])
         .unwrap_or_default();
     if !components.lines().any(|l| l.starts_with("llvm-tools")) {
         c.run("rustup", &["component", "add", "llvm-tools"], &[])?;
     }
-    let have = Command::new("cargo")
-        .args(["llvm-cov", "--version"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    if have.contains(CARGO_LLVM_COV_VERSION) {
-        return Ok(Outcome::PassedWithNote(format!(
-            "llvm-tools and cargo-llvm-cov {CARGO_LLVM_COV_VERSION} present"
-        )));
-    }
-    c.cargo(
-        &[
-            "install",
-            "cargo-llvm-cov",
-            "--version",
-            CARGO_LLVM_COV_VERSION,
-        ],
-        &[],
-    )
+    c.cargo_tool("cargo-llvm-cov", "llvm-cov", CARGO_LLVM_COV_VERSION)
 }
 
 /// Lines (covered, total) per crate directory (`crates/x`, `backends/x`) from an

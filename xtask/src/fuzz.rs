@@ -71,21 +71,7 @@ impl Options {
 }
 
 pub(crate) fn setup(c: &mut Ci) -> Result<Outcome, String> {
-    let have = Command::new("cargo")
-        .args(["fuzz", "--version"])
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    if have.contains(CARGO_FUZZ_VERSION) {
-        return Ok(Outcome::PassedWithNote(format!(
-            "cargo-fuzz {CARGO_FUZZ_VERSION} already installed"
-        )));
-    }
-    c.cargo(
-        &["install", "cargo-fuzz", "--version", CARGO_FUZZ_VERSION],
-        &[],
-    )
+    c.cargo_tool("cargo-fuzz", "fuzz", CARGO_FUZZ_VERSION)
 }
 
 fn names_from_manifest(root: &Path) -> Result<Vec<String>, String> {

@@ -202,6 +202,22 @@ impl Ci {
 
     // ---------------------------------------------------------------- setup
 
+    /// Installs `krate` at `version` with `cargo install`, unless `cargo subcommand --version`
+    /// already reports that version.
+    pub(crate) fn cargo_tool(
+        &mut self,
+        krate: &str,
+        subcommand: &str,
+        version: &str,
+    ) -> Result<Outcome, String> {
+        if tool_version("cargo", &[subcommand, "--version"]).is_some_and(|v| v.contains(version)) {
+            return Ok(Outcome::PassedWithNote(format!(
+                "{krate} {version} already installed"
+            )));
+        }
+        self.cargo(&["install", krate, "--version", version], &[])
+    }
+
     /// Installs Debian packages (as root, non-interactive, no recommends).
     fn apt_install(&mut self, packages: &[&str]) -> Result<Outcome, String> {
         let env = [("DEBIAN_FRONTEND", "noninteractive")];
@@ -852,7 +868,7 @@ fn parse_test_result(line: &str) -> Option<(u64, u64)> {
 }
 
 /// First line(s) of a tool's output, or None if it does not run.
-fn tool_version(program: &str, args: &[&str]) -> Option<String> {
+pub(crate) fn tool_version(program: &str, args: &[&str]) -> Option<String> {
     let out = Command::new(program).args(args).output().ok()?;
     out.status
         .success()
