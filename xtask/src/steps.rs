@@ -267,7 +267,13 @@ impl Ci {
             c.apt_install(&["prometheus"])
         });
         self.setup_step("advisory database", Self::advisory_db);
-        self.setup_step(CARGO_FUZZ, crate::fuzz::setup);
+        self.setup_step(CARGO_FUZZ, |c| {
+            // libfuzzer-sys compiles libFuzzer's C++ sources.
+            if tool_version("c++", &["--version"]).is_none() {
+                c.apt_install(&["g++"])?;
+            }
+            crate::fuzz::setup(c)
+        });
     }
 
     /// The alert rules and scrape config parse, and the rules' unit tests pass. (That every
