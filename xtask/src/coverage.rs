@@ -1,6 +1,10 @@
 //! `cargo xtask coverage [--min PERCENT]`: line coverage of the native test suite with
 //! cargo-llvm-cov (source-based, LLVM's instrumentation), as a table per crate.
 //!
+//! What runs instrumented: `cargo test --workspace --all-features`, the processes those tests
+//! start (`meshd`, `mesh-sim`; a process killed by SIGKILL writes no profile), and the Python
+//! tests of `mesh-ffi` against its instrumented library (the C ABI of the mobile bindings).
+//!
 //! Counted: the library and binary sources of every crate and backend (`crates/*/src`,
 //! `backends/*/src`). Not counted: test code itself, benchmarks, the `xtask`, the fuzz harnesses
 //! and the `UniFFI` generator (tools, not product code). Code that only runs in the browser
@@ -100,25 +104,83 @@ pub(crate) fn parse_min(args: &[&str]) -> Result<f64, String> {
     }
 }
 
-/// Runs the native tests under instrumentation and prints the table; fails below `min`.
+/// `KEY=VALUE` lines of `cargo llvm-cov show-env` (with or without `export `, the value bare
+/// or shell-quoted) as pairs.
+fn parse_env(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let l = l.strip_prefix("export ").unwrap_or(l);
+            let (k, v) = l.split_once('=')?;
+            let v = if let Some(inner) = v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) {
+                inner.replace("'\\''", "'")
+            } else if let Some(inner) = v.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
+                inner.replace("\\\"", "\"").replace("\\\\", "\\")
+            } else {
+                v.to_string()
+            };
+            (!k.is_empty()).then(|| (k.to_string(), v))
+        })
+        .collect()
+}
+
+/// Runs the native tests, and the Python tests of `mesh-ffi` against its instrumented library,
+/// under instrumentation; prints the table; fails below `min`.
+///
+/// One environment from `cargo llvm-cov show-env` for everything, so that processes the tests
+/// start (`meshd`, `mesh-sim`, the Python interpreter loading `libmesh_ffi`) write their
+/// profiles beside those of the test binaries, and the report merges them all.
 pub(crate) fn run(c: &mut Ci, min: f64) -> Result<Outcome, String> {
     let out_dir = c.target_dir().join("xtask");
     std::fs::create_dir_all(&out_dir).map_err(|e| e.to_string())?;
     let json = out_dir.join("coverage.json");
     let json_s = json.to_string_lossy().into_owned();
-    // The tests once, instrumented (the same set as `cargo test --workspace --all-features`).
-    // A failing test still leaves its profile: report first, then fail.
+    // Its own target directory, so that the instrumented build does not replace the plain one;
+    // show-env derives the profile and report paths from it.
+    let target = c.target_dir().join("llvm-cov-target");
+    let target_s = target.to_string_lossy().into_owned();
+    let shown = std::process::Command::new("cargo")
+        .args(["llvm-cov", "show-env"])
+        .env("CARGO_TARGET_DIR", &target)
+        .current_dir(&c.root)
+        .output()
+        .map_err(|e| format!("cargo llvm-cov show-env: {e}"))?;
+    let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
+    let mut env = parse_env(&shown);
+    if !env.iter().any(|(k, _)| k == "LLVM_PROFILE_FILE") {
+        return Err(format!(
+            "cargo llvm-cov show-env set no LLVM_PROFILE_FILE:\n{shown}"
+        ));
+    }
+    env.push(("CARGO_TARGET_DIR".into(), target_s));
+    let envs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    // Profiles of an earlier run would count again.
+    c.cargo(&["llvm-cov", "clean", "--profraw-only"], &envs)?;
+    // The tests once (the same set as `cargo test --workspace --all-features`). A failing
+    // test still leaves its profile: report first, then fail.
     let tests = c.cargo(
         &[
-            "llvm-cov",
+            "test",
             "--locked",
             "--workspace",
             "--all-features",
             "--no-fail-fast",
-            "--no-report",
         ],
-        &[],
+        &envs,
     );
+    // mesh-ffi's own tests are in Python, through the C ABI that Kotlin and Swift use.
+    let python = c
+        .cargo(
+            &[
+                "build",
+                "--locked",
+                "--workspace",
+                "--all-features",
+                "--all-targets",
+            ],
+            &envs,
+        )
+        .and_then(|_| crate::ffi::python_tests(c, &target, &envs));
     c.cargo(
         &[
             "llvm-cov",
@@ -128,9 +190,9 @@ pub(crate) fn run(c: &mut Ci, min: f64) -> Result<Outcome, String> {
             "--output-path",
             &json_s,
         ],
-        &[],
+        &envs,
     )?;
-    c.cargo(&["llvm-cov", "report", "--html"], &[])?;
+    c.cargo(&["llvm-cov", "report", "--html"], &envs)?;
     let report: Value = serde_json::from_str(
         &std::fs::read_to_string(&json).map_err(|e| format!("{}: {e}", json.display()))?,
     )
@@ -143,6 +205,7 @@ pub(crate) fn run(c: &mut Ci, min: f64) -> Result<Outcome, String> {
     println!("{t}");
     std::fs::write(out_dir.join("coverage.md"), &t).map_err(|e| e.to_string())?;
     tests?;
+    python?;
     if overall < min {
         return Err(format!(
             "line coverage {overall:.1}% is below the required {min:.1}%"
@@ -164,6 +227,32 @@ mod tests {
         assert!(parse_min(&["--min", "101"]).is_err());
         assert!(parse_min(&["--min"]).is_err());
         assert!(parse_min(&["90"]).is_err());
+    }
+
+    #[test]
+    fn reads_the_environment_show_env_prints() {
+        let shown = "RUSTFLAGS='-C instrument-coverage --cfg=coverage'\n\
+                     export LLVM_PROFILE_FILE=\"/r/target/mesh-%p-%m.profraw\"\n\
+                     CARGO_LLVM_COV=1\n\
+                     QUOTED='it'\\''s'\n\
+                     \n\
+                     =nokey\n\
+                     not an assignment\n";
+        assert_eq!(
+            parse_env(shown),
+            vec![
+                (
+                    "RUSTFLAGS".into(),
+                    "-C instrument-coverage --cfg=coverage".into()
+                ),
+                (
+                    "LLVM_PROFILE_FILE".into(),
+                    "/r/target/mesh-%p-%m.profraw".into()
+                ),
+                ("CARGO_LLVM_COV".into(), "1".into()),
+                ("QUOTED".into(), "it's".into()),
+            ]
+        );
     }
 
     #[test]

@@ -11,23 +11,22 @@ const COMMITTED: &str = "crates/mesh-ffi/bindings";
 /// The languages whose sources are committed.
 const COMMITTED_LANGUAGES: &[&str] = &["kotlin", "swift"];
 
-fn library(ci: &Ci) -> PathBuf {
-    ci.target_dir()
-        .join("debug")
-        .join(if cfg!(target_os = "macos") {
-            "libmesh_ffi.dylib"
-        } else {
-            "libmesh_ffi.so"
-        })
+/// The built library in the target directory `target`.
+fn library(target: &Path) -> PathBuf {
+    target.join("debug").join(if cfg!(target_os = "macos") {
+        "libmesh_ffi.dylib"
+    } else {
+        "libmesh_ffi.so"
+    })
 }
 
-/// Runs the generator for `language` into `out` (emptied first).
-fn generate(ci: &mut Ci, language: &str, out: &Path) -> Result<(), String> {
+/// Runs the generator built in `target` for `language` into `out` (emptied first).
+fn generate(ci: &mut Ci, target: &Path, language: &str, out: &Path) -> Result<(), String> {
     let _ = std::fs::remove_dir_all(out);
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
-    let bindgen = ci.target_dir().join("debug/uniffi-bindgen");
+    let bindgen = target.join("debug/uniffi-bindgen");
     let bindgen = bindgen.to_string_lossy().into_owned();
-    let lib = library(ci).to_string_lossy().into_owned();
+    let lib = library(target).to_string_lossy().into_owned();
     let out = out.to_string_lossy().into_owned();
     // --no-format: the output must not depend on which formatters a machine has.
     ci.run(
@@ -101,13 +100,14 @@ pub(crate) fn bindings(ci: &mut Ci) -> Result<Outcome, String> {
         &[],
     )?;
     check_no_unsafe(&ci.root.join("crates/mesh-ffi/src"))?;
-    let out = ci.target_dir().join("ffi");
+    let target = ci.target_dir();
+    let out = target.join("ffi");
     let mut notes = Vec::new();
     for language in ["kotlin", "swift", "python"] {
         let first = out.join(language);
         let second = out.join(format!("{language}-again"));
-        generate(ci, language, &first)?;
-        generate(ci, language, &second)?;
+        generate(ci, &target, language, &first)?;
+        generate(ci, &target, language, &second)?;
         if files(&first)? != files(&second)? {
             return Err(format!(
                 "{language}: two generations from the same library differ (not reproducible)"
@@ -128,20 +128,33 @@ pub(crate) fn bindings(ci: &mut Ci) -> Result<Outcome, String> {
             }
         }
     }
-    // The Python module loads the library from its own directory.
-    let python = out.join("python");
-    let lib = library(ci);
+    python_tests(ci, &target, &[])?;
+    notes.push("Kotlin and Swift generated and checked, not compiled: no Kotlin or Swift toolchain on this machine".into());
+    Ok(Outcome::PassedWithNote(notes.join("; ")))
+}
+
+/// The Python tests against the library and generator built in `target` (Python bindings
+/// generated into `target/ffi/python`, beside a copy of the library, which the module loads
+/// from its own directory), with `envs` added to the interpreter's environment.
+pub(crate) fn python_tests(
+    ci: &mut Ci,
+    target: &Path,
+    envs: &[(&str, &str)],
+) -> Result<Outcome, String> {
+    let python = target.join("ffi").join("python");
+    generate(ci, target, "python", &python)?;
+    let lib = library(target);
     let name = lib.file_name().ok_or("library path has no file name")?;
     std::fs::copy(&lib, python.join(name)).map_err(|e| format!("{}: {e}", lib.display()))?;
     let py = ci.venv_python().to_string_lossy().into_owned();
     let pythonpath = python.to_string_lossy().into_owned();
+    let mut envs = envs.to_vec();
+    envs.push(("PYTHONPATH", &pythonpath));
     ci.run(
         &py,
         &["crates/mesh-ffi/tests/python/test_mesh_ffi.py"],
-        &[("PYTHONPATH", &pythonpath)],
-    )?;
-    notes.push("Kotlin and Swift generated and checked, not compiled: no Kotlin or Swift toolchain on this machine".into());
-    Ok(Outcome::PassedWithNote(notes.join("; ")))
+        &envs,
+    )
 }
 
 /// The crate allows `unsafe_code` only for `UniFFI`'s generated scaffolding: its own sources

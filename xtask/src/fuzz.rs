@@ -1,4 +1,4 @@
-//! `cargo xtask fuzz [--time S] [--no-merge] [TARGET ...]`: every libFuzzer target for `S`
+//! `cargo xtask fuzz [--time S] [--no-merge] [--dev] [TARGET ...]`: every libFuzzer target for `S`
 //! seconds each, from its committed corpus, its crash reproducers and fresh seeds.
 //!
 //! - Build: `cargo fuzz build` of `fuzz/libfuzzer` (stable toolchain with
@@ -41,6 +41,9 @@ struct Run {
 pub(crate) struct Options {
     pub(crate) seconds: u64,
     pub(crate) merge: bool,
+    /// Build with the dev profile: about half the build time of the release profile and
+    /// several times fewer executions per second, enough for a smoke run.
+    pub(crate) dev: bool,
     pub(crate) only: Vec<String>,
 }
 
@@ -49,6 +52,7 @@ impl Options {
         let mut o = Self {
             seconds: 60,
             merge: true,
+            dev: false,
             only: Vec::new(),
         };
         let mut it = args.iter();
@@ -62,6 +66,7 @@ impl Options {
                     }
                 }
                 "--no-merge" => o.merge = false,
+                "--dev" => o.dev = true,
                 t if !t.starts_with('-') => o.only.push(t.to_string()),
                 other => return Err(format!("unknown flag {other}")),
             }
@@ -220,17 +225,18 @@ pub(crate) fn run(c: &mut Ci, o: &Options) -> Result<Outcome, String> {
         ("RUSTC_BOOTSTRAP", "1"),
         ("CARGO_TARGET_DIR", target_dir_s.as_str()),
     ];
-    c.cargo(
-        &[
-            "fuzz",
-            "build",
-            "--fuzz-dir",
-            "fuzz/libfuzzer",
-            "--sanitizer",
-            "none",
-        ],
-        &envs,
-    )?;
+    let mut build = vec![
+        "fuzz",
+        "build",
+        "--fuzz-dir",
+        "fuzz/libfuzzer",
+        "--sanitizer",
+        "none",
+    ];
+    if o.dev {
+        build.push("--dev");
+    }
+    c.cargo(&build, &envs)?;
     let work = target_dir.join("work");
     if work.exists() {
         std::fs::remove_dir_all(&work).map_err(|e| e.to_string())?;
@@ -252,7 +258,17 @@ pub(crate) fn run(c: &mut Ci, o: &Options) -> Result<Outcome, String> {
         ],
         &[],
     )?;
-    let bins = target_dir.join("x86_64-unknown-linux-gnu/release");
+    // cargo fuzz builds for the host triple explicitly, so the binaries sit under it.
+    let host = crate::steps::tool_version("rustc", &["-vV"])
+        .and_then(|v| {
+            v.lines()
+                .find_map(|l| l.strip_prefix("host: "))
+                .map(str::to_string)
+        })
+        .ok_or("cannot read the host triple from rustc -vV")?;
+    let bins = target_dir
+        .join(host)
+        .join(if o.dev { "debug" } else { "release" });
     let mut runs = Vec::new();
     for name in &names {
         eprintln!("    fuzzing {name} for {} s", o.seconds);
@@ -314,14 +330,18 @@ mod tests {
 
     #[test]
     fn parses_options() {
-        let o = Options::parse(&["--time", "5", "--no-merge", "invite"]).expect("parses");
+        let o = Options::parse(&["--time", "5", "--no-merge", "--dev", "invite"]).expect("parses");
         assert_eq!(
-            (o.seconds, o.merge, o.only),
-            (5, false, vec!["invite".to_string()])
+            (o.seconds, o.merge, o.dev, o.only),
+            (5, false, true, vec!["invite".to_string()])
         );
         assert!(Options::parse(&["--time", "0"]).is_err());
         assert!(Options::parse(&["--time"]).is_err());
         assert!(Options::parse(&["--fast"]).is_err());
-        assert_eq!(Options::parse(&[]).expect("defaults").seconds, 60);
+        let defaults = Options::parse(&[]).expect("defaults");
+        assert_eq!(
+            (defaults.seconds, defaults.merge, defaults.dev),
+            (60, true, false)
+        );
     }
 }

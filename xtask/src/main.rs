@@ -13,7 +13,7 @@
 //! - `bench --compare [--record] [SUITE ...]`: every suite's ratios against the recorded ones
 //!   (`benches/recorded.json`), flagging regressions over 10%.
 //! - `coverage [--min PERCENT]`: line coverage of the native tests per crate (cargo-llvm-cov).
-//! - `fuzz [--time S] [--no-merge] [TARGET ...]`: every libFuzzer target for S seconds, with a
+//! - `fuzz [--time S] [--no-merge] [--dev] [TARGET ...]`: every libFuzzer target for S seconds, with a
 //!   report of executions and findings per target.
 //! - `sim dht | gossip | gossip-scale | scale [...]`: the simulations (release build); `sim scale`
 //!   prints the tables of docs/SCALE.md.
@@ -36,7 +36,7 @@ use std::process::ExitCode;
 use steps::{Ci, Outcome};
 
 const USAGE: &str =
-    "usage: cargo xtask <ci | setup | test-wasm | web | e2e | bindings | interop | bench SUITE [--quick] | bench --compare [--record] [SUITE..] | fuzz [--time S] [--no-merge] [TARGET..] | coverage [--min P] | sim dht|gossip|gossip-scale|scale [FLAGS] | vectors>
+    "usage: cargo xtask <ci | setup | test-wasm | web | e2e | bindings | interop | bench SUITE [--quick] | bench --compare [--record] [SUITE..] | fuzz [--time S] [--no-merge] [--dev] [TARGET..] | coverage [--min P] | sim dht|gossip|gossip-scale|scale [FLAGS] | vectors>
   ci          install what is missing, run every check, print a summary (the CI entry point)
   setup       only install: wasm32 target, chromium + chromedriver, wasm-bindgen-cli, cargo-deny, promtool,
               the Python venv with PyNaCl and aiortc, the offline advisory database
@@ -53,12 +53,14 @@ const USAGE: &str =
               run the suites (all, or those named) and compare each ours/baseline ratio with
               benches/recorded.json: a ratio over 10% higher is a regression (confirmed by a second run);
               --record stores this run's ratios instead
-  coverage    the native tests under cargo-llvm-cov (installs llvm-tools and cargo-llvm-cov): line coverage
-              per crate in target/xtask/coverage.md, HTML in target/llvm-cov/html; fails below --min (default 0)
+  coverage    the native tests and mesh-ffi's Python tests under cargo-llvm-cov (installs llvm-tools and
+              cargo-llvm-cov): line coverage per crate in target/xtask/coverage.md, HTML in
+              target/llvm-cov/html; fails below --min (default 0)
   fuzz        build the libFuzzer targets (fuzz/libfuzzer, cargo fuzz) and run each for --time S seconds
               (default 60) from its committed corpus, crash reproducers and fresh seeds; crashes are saved to
               fuzz/regressions/ (replayed by cargo test) and fail the run; new coverage is merged into
-              fuzz/corpus/ unless --no-merge; prints executions and findings per target
+              fuzz/corpus/ unless --no-merge; prints executions and findings per target; --dev builds with the
+              dev profile (faster build, slower runs: the CI smoke)
   sim dht     the DHT in the deterministic simulator: --nodes N --lookups L --records R
               --churn PERCENT --loss PER_MILLE --settle SECS --seed S (release build; prints lookup success,
               hops, messages per lookup, records found after churn, memory per node); timed phases with
@@ -127,6 +129,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            ci.setup_python();
             ci.step("install llvm-tools + cargo-llvm-cov", coverage::setup);
             ci.step("coverage (native tests, cargo-llvm-cov)", |c| {
                 coverage::run(c, min)

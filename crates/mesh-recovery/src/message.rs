@@ -566,4 +566,170 @@ mod tests {
         );
         assert_eq!(verification_code(&Hash256([0; 32])).len(), 6);
     }
+
+    #[test]
+    fn each_payload_names_an_unknown_version_or_kind() {
+        let owner = Identity::from_seed(&[5; 32]).peer_id();
+        let ack = |version: u8, kind: u8| {
+            let mut v = vec![version, kind];
+            v.extend_from_slice(owner.as_bytes());
+            v.extend_from_slice(&[3; 32]);
+            v
+        };
+        assert_eq!(Ack::decode(&ack(1, 3)).unwrap().kind, AckKind::Refused);
+        assert_eq!(
+            Ack::decode(&ack(2, 1)),
+            Err(CryptoError::Malformed("unknown ack version"))
+        );
+        assert_eq!(
+            Ack::decode(&ack(1, 4)),
+            Err(CryptoError::Malformed("unknown ack kind"))
+        );
+        let status = |version: u8, status: u8| {
+            let mut v = vec![version];
+            v.extend_from_slice(&[4; 32]);
+            v.push(status);
+            v
+        };
+        for (byte, want) in [
+            (1, RequestStatus::Pending),
+            (2, RequestStatus::Denied),
+            (3, RequestStatus::NoShare),
+            (4, RequestStatus::RateLimited),
+            (5, RequestStatus::Busy),
+        ] {
+            assert_eq!(StatusReport::decode(&status(1, byte)).unwrap().status, want);
+        }
+        assert_eq!(
+            StatusReport::decode(&status(1, 6)),
+            Err(CryptoError::Malformed("unknown request status"))
+        );
+        assert_eq!(
+            StatusReport::decode(&status(0, 1)),
+            Err(CryptoError::Malformed("unknown status version"))
+        );
+        let mut request = vec![2];
+        request.extend_from_slice(owner.as_bytes());
+        request.extend_from_slice(&[0; 48]);
+        assert_eq!(
+            RecoveryRequest::decode(&request),
+            Err(CryptoError::Malformed("unknown request version"))
+        );
+        request[0] = RECOVERY_VERSION;
+        assert_eq!(RecoveryRequest::decode(&request).unwrap().owner, owner);
+        let mut revocation = vec![RECOVERY_VERSION];
+        revocation.extend_from_slice(&[7; 32]);
+        assert_eq!(Revocation::decode(&revocation).unwrap().set_id, [7; 32]);
+        revocation[0] = 9;
+        assert_eq!(
+            Revocation::decode(&revocation),
+            Err(CryptoError::Malformed("unknown revocation version"))
+        );
+        let mut set = set_bytes(1, &[(1, 1)]);
+        set[0] = 2;
+        assert_eq!(
+            GuardianSet::decode(&set),
+            Err(CryptoError::Malformed("unknown guardian set version"))
+        );
+        assert_eq!(
+            GuardianSet::decode(&set_bytes(0, &[(1, 1)])),
+            Err(CryptoError::Malformed("threshold out of range"))
+        );
+        assert_eq!(
+            GuardianSet::decode(&set_bytes(1, &[(1, 1), (2, 1)])),
+            Err(CryptoError::Malformed("repeated guardian or share index"))
+        );
+    }
+
+    #[test]
+    fn a_sealed_share_refuses_an_unknown_version_and_a_set_over_the_limit() {
+        let sealed = SealedShare {
+            request_id: Hash256::default(),
+            share: Share { x: 1, y: [2; 32] },
+            salt: [3; 32],
+            set: vec![0; MAX_SIGNED_SET],
+        };
+        let mut bytes = sealed.encode().to_vec();
+        assert_eq!(bytes.len(), MAX_SHARE_PLAINTEXT, "the largest fits");
+        assert_eq!(SealedShare::decode(&bytes).unwrap(), sealed);
+        bytes.push(0);
+        assert_eq!(
+            SealedShare::decode(&bytes),
+            Err(CryptoError::TooLarge {
+                what: "guardian set",
+                len: MAX_SIGNED_SET + 1,
+                max: MAX_SIGNED_SET
+            })
+        );
+        bytes[0] = 2;
+        assert_eq!(
+            SealedShare::decode(&bytes),
+            Err(CryptoError::Malformed("unknown sealed share version"))
+        );
+        assert_eq!(
+            format!("{sealed:?}"),
+            "SealedShare { x: 1, .. }",
+            "no share bytes in logs"
+        );
+    }
+
+    #[test]
+    fn frames_name_why_they_are_refused() {
+        assert_eq!(
+            Frame::decode(&[]),
+            Err(CryptoError::Truncated {
+                needed: 2,
+                remaining: 0
+            })
+        );
+        assert_eq!(
+            Frame::decode(&[RECOVERY_VERSION]),
+            Err(CryptoError::Truncated {
+                needed: 1,
+                remaining: 0
+            })
+        );
+        assert_eq!(
+            Frame::decode(&[7, 1]),
+            Err(CryptoError::UnsupportedVersion {
+                found: 7,
+                supported: RECOVERY_VERSION
+            })
+        );
+        assert_eq!(
+            Frame::decode(&[RECOVERY_VERSION, 0]),
+            Err(CryptoError::Malformed("unknown recovery frame kind"))
+        );
+        let mut largest = vec![RECOVERY_VERSION, 1];
+        largest.resize(MAX_FRAME_LEN, 0);
+        assert_eq!(
+            Frame::decode(&largest),
+            Ok(Frame::Grant(vec![0; MAX_FRAME_LEN - 2]))
+        );
+        largest.push(0);
+        assert_eq!(
+            Frame::decode(&largest),
+            Err(CryptoError::TooLarge {
+                what: "recovery frame",
+                len: MAX_FRAME_LEN + 1,
+                max: MAX_FRAME_LEN
+            })
+        );
+    }
+
+    #[test]
+    fn a_verification_code_is_six_digits_and_names_its_request() {
+        let codes: Vec<String> = (0..50u8)
+            .map(|i| verification_code(&Hash256([i; 32])))
+            .collect();
+        for c in &codes {
+            assert_eq!(c.len(), 6);
+            assert!(c.bytes().all(|b| b.is_ascii_digit()), "{c}");
+        }
+        assert_eq!(codes[0], verification_code(&Hash256([0; 32])), "stable");
+        let mut distinct = codes.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert!(distinct.len() > 45, "requests are told apart: {codes:?}");
+    }
 }

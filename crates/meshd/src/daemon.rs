@@ -877,3 +877,93 @@ async fn public_route(shared: &Shared, req: Request<hyper::body::Incoming>) -> R
 pub(crate) fn control_socket(data_dir: &Path) -> PathBuf {
     data_dir.join(CONTROL_SOCKET)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_identity_is_made_once_and_read_back_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(IDENTITY_FILE);
+        let (made, new) = load_or_create_identity(&path, None).unwrap();
+        assert!(new);
+        assert_eq!(std::fs::read(&path).unwrap(), made.seed().as_slice());
+        let (again, new) = load_or_create_identity(&path, None).unwrap();
+        assert!(!new);
+        assert_eq!(again.peer_id(), made.peer_id());
+        // A raw seed still opens when a passphrase is set (it is only warned about).
+        let (same, _) = load_or_create_identity(&path, Some("late")).unwrap();
+        assert_eq!(same.peer_id(), made.peer_id());
+    }
+
+    #[test]
+    fn a_sealed_identity_opens_with_its_passphrase_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(IDENTITY_FILE);
+        let (made, new) = load_or_create_identity(&path, Some("correct horse")).unwrap();
+        assert!(new);
+        let on_disk = std::fs::read(&path).unwrap();
+        assert_ne!(on_disk.len(), 32, "the seed was written in the clear");
+        assert!(
+            !on_disk.windows(32).any(|w| w == made.seed().as_slice()),
+            "the seed is readable in the sealed file"
+        );
+        let (opened, new) = load_or_create_identity(&path, Some("correct horse")).unwrap();
+        assert!(!new);
+        assert_eq!(opened.peer_id(), made.peer_id());
+        let e = load_or_create_identity(&path, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is sealed: set MESHD_PASSPHRASE"), "{e}");
+        let e = load_or_create_identity(&path, Some("wrong horse"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("wrong passphrase"), "{e}");
+        // Nothing was overwritten by the failed attempts.
+        assert_eq!(std::fs::read(&path).unwrap(), on_disk);
+    }
+
+    #[test]
+    fn a_damaged_identity_file_is_refused_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(IDENTITY_FILE);
+        std::fs::write(&path, [7u8; 5]).unwrap();
+        let e = load_or_create_identity(&path, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is sealed"), "{e}");
+        assert!(load_or_create_identity(&path, Some("x")).is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), [7u8; 5]);
+        // A directory in its place is an error naming the path, not a new identity.
+        let dir_path = dir.path().join("as-dir");
+        std::fs::create_dir(&dir_path).unwrap();
+        let e = load_or_create_identity(&dir_path, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("as-dir"), "{e}");
+    }
+
+    #[test]
+    fn keys_written_to_disk_are_private_and_sealed_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k");
+        write_private(&path, b"first").unwrap();
+        write_private(&path, b"second").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"second");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0);
+        }
+        assert_eq!(seal_seed(&[1; 32], None).unwrap(), [1; 32]);
+        let sealed = seal_seed(&[1; 32], Some("p")).unwrap();
+        assert_eq!(
+            mesh_platform::keystore::open_secret(&sealed, b"p")
+                .unwrap()
+                .as_slice(),
+            [1; 32]
+        );
+    }
+}

@@ -267,6 +267,33 @@ fn a_mesh_of_meshd_processes() {
         &["blob", "get", &blob_id, "-o", back.to_str().unwrap()],
     );
     assert_eq!(std::fs::read(&back).unwrap(), data);
+    // Only messages after a sequence number, when asked.
+    let inbox = ok(&c_dir, &["inbox"]);
+    let seqs: Vec<u64> = inbox
+        .lines()
+        .filter_map(|l| l.strip_prefix('#')?.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert_eq!(seqs.len(), inbox.lines().count(), "{inbox}");
+    let (first, last) = (seqs[0], seqs[seqs.len() - 1]);
+    assert_eq!(ok(&c_dir, &["inbox", "--after", &last.to_string()]), "");
+    let later = ok(&c_dir, &["inbox", "--after", &first.to_string()]);
+    let (_, rest) = inbox.split_once('\n').unwrap();
+    assert_eq!(later, rest, "everything after the first message, and only that");
+    // The relay does not hold Carol's blob: it must be told where to fetch it, then fetches
+    // it from her chunk by verified chunk.
+    let fetched = tmp.path().join("fetched.bin");
+    let fetched_s = fetched.to_str().unwrap();
+    let bad = meshd(&r_dir, &["blob", "get", &blob_id, "-o", fetched_s]);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("?from=PEER"),
+        "{bad:?}"
+    );
+    ok(
+        &r_dir,
+        &["blob", "get", &blob_id, "--from", &c_id, "-o", fetched_s],
+    );
+    assert_eq!(std::fs::read(&fetched).unwrap(), data);
 
     // The relay restarts on the same port: its DHT records survive, and the others find
     // their way back to it.
