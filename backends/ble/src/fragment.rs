@@ -235,8 +235,10 @@ impl Reassembler {
                 .min_by_key(|(_, p)| p.started)
                 .map(|(k, _)| *k);
             let Some(o) = oldest else {
+                // The size it would have reached, taken before dropping it.
+                let len = self.buffered + data.len();
                 self.drop_message(id);
-                return Err(FragmentError::MessageTooLarge(self.buffered + data.len()));
+                return Err(FragmentError::MessageTooLarge(len));
             };
             self.drop_message(o);
         }
@@ -420,5 +422,173 @@ mod tests {
             }
         }
         assert_eq!(out, Some(b));
+    }
+
+    /// A fragment of message `id` claiming `count` parts, with `data` and a zero checksum.
+    fn raw(id: u16, index: u16, count: u16, data: &[u8]) -> Vec<u8> {
+        let mut f = vec![FRAGMENT_VERSION];
+        f.extend_from_slice(&id.to_le_bytes());
+        f.extend_from_slice(&index.to_le_bytes());
+        f.extend_from_slice(&count.to_le_bytes());
+        f.extend_from_slice(&[0; 4]);
+        f.extend_from_slice(data);
+        f
+    }
+
+    #[test]
+    fn a_message_needing_more_than_65535_fragments_is_refused() {
+        let per = payload_per_fragment(MIN_MTU).unwrap();
+        assert_eq!(per, 9);
+        // The fragment count is a u16: at the smallest MTU that caps a message well below
+        // MAX_MESSAGE_LEN.
+        let most = per * usize::from(u16::MAX);
+        assert_eq!(fragment(1, &vec![7; most], MIN_MTU).unwrap().len(), 65_535);
+        assert_eq!(
+            fragment(1, &vec![7; most + 1], MIN_MTU),
+            Err(FragmentError::MessageTooLarge(most + 1))
+        );
+        // The same message fits at the largest MTU.
+        assert!(fragment(1, &vec![7; most + 1], MAX_MTU).is_ok());
+        assert_eq!(payload_per_fragment(MAX_MTU), Ok(MAX_MTU - 14));
+        assert_eq!(payload_per_fragment(0), Err(FragmentError::BadMtu(0)));
+    }
+
+    #[test]
+    fn a_fragment_carrying_more_than_any_mtu_is_malformed() {
+        let mut r = Reassembler::new();
+        assert_eq!(
+            r.push(&raw(1, 0, 2, &[0; MAX_MTU + 1]), Duration::ZERO),
+            Err(FragmentError::Malformed("fragment larger than any MTU"))
+        );
+        assert_eq!((r.in_progress(), r.buffered()), (0, 0));
+        // MAX_MTU bytes of data is still taken.
+        assert_eq!(
+            r.push(&raw(1, 0, 2, &[0; MAX_MTU]), Duration::ZERO),
+            Ok(None)
+        );
+        assert_eq!(r.buffered(), MAX_MTU);
+    }
+
+    #[test]
+    fn a_damaged_single_fragment_message_fails_its_checksum_and_leaves_no_state() {
+        let mut f = fragment(4, b"hello", MIN_MTU).unwrap();
+        assert_eq!(f.len(), 1);
+        let mut r = Reassembler::new();
+        assert_eq!(r.push(&f[0], Duration::ZERO), Ok(Some(b"hello".to_vec())));
+        let last = f[0].len() - 1;
+        f[0][last] ^= 0x40;
+        assert_eq!(
+            r.push(&f[0], Duration::ZERO),
+            Err(FragmentError::Checksum(4))
+        );
+        assert_eq!((r.in_progress(), r.buffered()), (0, 0));
+        // An empty message is one fragment with no data.
+        let empty = fragment(5, b"", MAX_MTU).unwrap();
+        assert_eq!(empty, vec![raw_with_sum(5, 0, 1, checksum(b""), b"")]);
+        assert_eq!(r.push(&empty[0], Duration::ZERO), Ok(Some(Vec::new())));
+    }
+
+    fn raw_with_sum(id: u16, index: u16, count: u16, sum: [u8; 4], data: &[u8]) -> Vec<u8> {
+        let mut f = raw(id, index, count, data);
+        f[7..11].copy_from_slice(&sum);
+        f
+    }
+
+    #[test]
+    fn one_message_alone_over_the_buffer_limit_is_dropped() {
+        // Nothing else to evict: the message that grows past MAX_BUFFERED goes itself.
+        let data = [1u8; MAX_MTU - ATT_OVERHEAD - FRAGMENT_HEADER_LEN];
+        let mut r = Reassembler::new();
+        let mut refused = None;
+        for index in 0..u16::MAX {
+            match r.push(&raw(3, index, u16::MAX, &data), Duration::ZERO) {
+                Ok(None) => assert!(r.buffered() <= MAX_BUFFERED),
+                other => {
+                    refused = Some((index, other));
+                    break;
+                }
+            }
+        }
+        let (index, result) = refused.expect("the buffer limit must stop the message");
+        let taken = usize::from(index) * data.len();
+        assert!(taken <= MAX_BUFFERED && taken + data.len() > MAX_BUFFERED);
+        assert_eq!(
+            result,
+            Err(FragmentError::MessageTooLarge(taken + data.len()))
+        );
+        assert_eq!((r.in_progress(), r.buffered()), (0, 0));
+    }
+
+    #[test]
+    fn a_completed_message_over_the_size_limit_is_refused() {
+        // Each fragment is allowed, but together they exceed MAX_MESSAGE_LEN.
+        let data = [2u8; MAX_MTU - ATT_OVERHEAD - FRAGMENT_HEADER_LEN];
+        let count = u16::try_from(MAX_MESSAGE_LEN / data.len() + 1).unwrap();
+        let mut r = Reassembler::new();
+        for index in 0..count - 1 {
+            assert_eq!(
+                r.push(&raw(6, index, count, &data), Duration::ZERO),
+                Ok(None)
+            );
+        }
+        let total = usize::from(count) * data.len();
+        assert!(total > MAX_MESSAGE_LEN);
+        assert_eq!(
+            r.push(&raw(6, count - 1, count, &data), Duration::ZERO),
+            Err(FragmentError::MessageTooLarge(total))
+        );
+        assert_eq!((r.in_progress(), r.buffered()), (0, 0));
+    }
+
+    #[test]
+    fn a_stale_reassembly_expires_when_a_later_fragment_arrives() {
+        let a = fragment(1, &msg(30), MIN_MTU).unwrap();
+        let b = fragment(2, &msg(30), MIN_MTU).unwrap();
+        let mut r = Reassembler::new();
+        assert_eq!(r.push(&a[0], Duration::ZERO), Ok(None));
+        // Just before the timeout both are kept.
+        let before = REASSEMBLY_TIMEOUT.saturating_sub(Duration::from_millis(1));
+        assert_eq!(r.push(&b[0], before), Ok(None));
+        assert_eq!(r.in_progress(), 2);
+        // At the timeout, message 1 goes; message 2 (started later) stays and completes.
+        assert_eq!(r.push(&b[1], REASSEMBLY_TIMEOUT), Ok(None));
+        assert_eq!(r.in_progress(), 1);
+        let mut out = None;
+        for f in &b[2..] {
+            out = r.push(f, REASSEMBLY_TIMEOUT).unwrap();
+        }
+        assert_eq!(out, Some(msg(30)));
+        // Message 1's remaining fragments no longer make a message.
+        for f in &a[1..] {
+            assert_eq!(r.push(f, REASSEMBLY_TIMEOUT), Ok(None));
+        }
+        assert_eq!(
+            format!("{r:?}"),
+            "Reassembler { in_progress: 1, buffered: 21 }"
+        );
+    }
+
+    #[test]
+    fn the_oldest_reassembly_gives_way_when_all_slots_are_taken() {
+        let mut r = Reassembler::new();
+        let msgs: Vec<Vec<Vec<u8>>> = (0..=u16::try_from(MAX_REASSEMBLIES).unwrap())
+            .map(|id| fragment(id, &msg(20 + usize::from(id)), MIN_MTU).unwrap())
+            .collect();
+        for (t, f) in msgs.iter().enumerate() {
+            r.push(&f[0], Duration::from_millis(t as u64)).unwrap();
+        }
+        assert_eq!(r.in_progress(), MAX_REASSEMBLIES);
+        let now = Duration::from_secs(1);
+        // Message 0 was dropped: its other fragments restart it, it never completes.
+        for f in &msgs[0][1..] {
+            assert_eq!(r.push(f, now), Ok(None));
+        }
+        // Message 1 survived... until message 0's restart took the oldest slot (message 1's).
+        // Message 2 is intact and completes.
+        let mut out = None;
+        for f in &msgs[2][1..] {
+            out = r.push(f, now).unwrap();
+        }
+        assert_eq!(out, Some(msg(22)));
     }
 }

@@ -102,9 +102,10 @@ fn chance(p: u64) -> bool {
 }
 
 fn fraction(p: f64) -> u64 {
-    // Clamped to 0..=1, so the product fits in 33 bits.
+    // Clamped to 0..=1, so the product fits in 33 bits. Scaled by 2^32, not u32::MAX: `chance`
+    // draws a u32, and only 2^32 makes p = 1 certain (every draw below it).
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let v = (p.clamp(0.0, 1.0) * f64::from(u32::MAX)) as u64;
+    let v = (p.clamp(0.0, 1.0) * 4_294_967_296.0) as u64;
     v
 }
 
@@ -211,5 +212,24 @@ impl<R: Runtime> Radio for SimRadio<R> {
             self.runtime.sleep(at.saturating_sub(now)).await;
         }
         Ok(data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probabilities_span_the_whole_draw_so_one_is_certain_and_zero_never() {
+        assert_eq!(fraction(1.0), 1 << 32, "p = 1 must exceed every u32 draw");
+        assert_eq!(fraction(7.5), 1 << 32, "clamped to 1");
+        assert_eq!(fraction(0.5), 1 << 31);
+        assert_eq!(fraction(0.0), 0);
+        assert_eq!(fraction(-3.0), 0, "clamped to 0");
+        assert!(chance(u64::from(u32::MAX) + 1));
+        assert!(!chance(0));
+        for _ in 0..1000 {
+            assert!(chance(fraction(1.0)));
+        }
     }
 }

@@ -135,6 +135,62 @@ mod tests {
             1
         );
     }
+
+    #[tokio::test]
+    async fn backends_over_one_map_share_their_data() {
+        let a = MemoryBackend::new();
+        assert_eq!(a.name(), "memory");
+        a.apply(vec![
+            RawOp::Put(vec![1], vec![10]),
+            RawOp::Put(vec![2], vec![20]),
+            RawOp::Put(vec![3], vec![30]),
+        ])
+        .await
+        .unwrap();
+        // "Reopened": a new backend over the same map sees the data and its writes.
+        let b = MemoryBackend::with_map(a.map());
+        assert_eq!(b.get(&[2]).await.unwrap(), Some(vec![20]));
+        b.apply(vec![RawOp::DeleteRange(vec![1], vec![3])])
+            .await
+            .unwrap();
+        // Half-open: the upper bound stays.
+        assert_eq!(
+            a.range(&[], false, &[9], false, Direction::Reverse, 10)
+                .await
+                .unwrap(),
+            vec![(vec![3], vec![30])]
+        );
+        // A fresh backend shares nothing.
+        assert_eq!(MemoryBackend::new().get(&[3]).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_map_poisoned_by_a_panicked_writer_fails_with_a_backend_error() {
+        let b = MemoryBackend::new();
+        let map = b.map();
+        let _ = std::thread::spawn(move || {
+            let _guard = map.write().unwrap();
+            panic!("a writer dies holding the lock");
+        })
+        .join();
+        let want = || KvError::Backend {
+            backend: "memory",
+            message: "lock poisoned by a panicked writer".into(),
+        };
+        assert_eq!(b.get(&[1]).await.unwrap_err(), want());
+        assert_eq!(
+            b.range(&[0], false, &[9], false, Direction::Forward, 1)
+                .await
+                .unwrap_err(),
+            want()
+        );
+        assert_eq!(
+            b.apply(vec![RawOp::Put(vec![1], vec![1])])
+                .await
+                .unwrap_err(),
+            want()
+        );
+    }
 }
 
 /// A `StoreFactory` of memory stores, for the conformance suites (`mesh-platform`'s and the

@@ -400,4 +400,105 @@ mod tests {
             Some(HandshakeError::BadSignature)
         );
     }
+
+    /// The first of `[i; 32]` that is not a valid Ed25519 public key.
+    fn invalid_key() -> [u8; 32] {
+        (0u8..=255)
+            .map(|i| [i; 32])
+            .find(|b| PeerId::from_bytes(*b).is_err())
+            .expect("some byte pattern is not a curve point")
+    }
+
+    /// An M2 from `identity` answering `m1`, with `e_r` as its ephemeral key and `id` as the
+    /// claimed identity, signed by `identity` (a malicious responder signs what it likes).
+    fn forged_m2(identity: &Identity, m1: &[u8], e_r: [u8; 32], id: [u8; 32]) -> Vec<u8> {
+        let mut m2 = vec![HANDSHAKE_VERSION, 2];
+        m2.extend_from_slice(&e_r);
+        m2.extend_from_slice(&[7; 32]);
+        m2.extend_from_slice(&id);
+        let sig = identity.sign_digest(&th2(b"", m1, &m2)).0;
+        m2.extend_from_slice(&sig);
+        m2
+    }
+
+    #[test]
+    fn an_all_zero_ephemeral_key_is_refused_on_both_sides() {
+        let (a, b) = ids();
+        // A responder answering with the zero point would make the shared secret all zeros.
+        let (init, m1) = Initiator::start(b"", Some(b.peer_id())).unwrap();
+        let m2 = forged_m2(&b, &m1, [0; 32], *b.peer_id().as_bytes());
+        assert_eq!(init.on_m2(&a, &m2).err(), Some(HandshakeError::InvalidKey));
+        // Likewise an initiator sending it in M1: refused once M3 is verified.
+        let mut m1 = vec![HANDSHAKE_VERSION, 1];
+        m1.extend_from_slice(&[0; 32]);
+        m1.extend_from_slice(&[9; 32]);
+        let (resp, _) = Responder::on_m1(&b, b"", &m1).unwrap();
+        let mut m3 = vec![HANDSHAKE_VERSION, 3];
+        m3.extend_from_slice(a.peer_id().as_bytes());
+        let sig = a.sign_digest(&th3(&resp.th2, &resp.sig_r, &m3)).0;
+        m3.extend_from_slice(&sig);
+        assert_eq!(resp.on_m3(&m3).err(), Some(HandshakeError::InvalidKey));
+    }
+
+    #[test]
+    fn an_identity_that_is_not_a_curve_point_is_refused() {
+        let (a, b) = ids();
+        let bad = invalid_key();
+        let (init, m1) = Initiator::start(b"", None).unwrap();
+        let m2 = forged_m2(&b, &m1, ephemeral().1, bad);
+        assert_eq!(init.on_m2(&a, &m2).err(), Some(HandshakeError::InvalidKey));
+        let (_, m1) = Initiator::start(b"", None).unwrap();
+        let (resp, _) = Responder::on_m1(&b, b"", &m1).unwrap();
+        let mut m3 = vec![HANDSHAKE_VERSION, 3];
+        m3.extend_from_slice(&bad);
+        m3.extend_from_slice(&[0; 64]);
+        assert_eq!(resp.on_m3(&m3).err(), Some(HandshakeError::InvalidKey));
+    }
+
+    #[test]
+    fn other_versions_types_and_bindings_too_long_are_refused() {
+        let (a, b) = ids();
+        let (_, m1) = Initiator::start(b"", None).unwrap();
+        let mut v2 = m1.clone();
+        v2[0] = 2;
+        assert_eq!(
+            Responder::on_m1(&b, b"", &v2).err(),
+            Some(HandshakeError::Malformed("unknown version"))
+        );
+        let mut t3 = m1.clone();
+        t3[1] = 3;
+        assert_eq!(
+            Responder::on_m1(&b, b"", &t3).err(),
+            Some(HandshakeError::Malformed("unexpected message type"))
+        );
+        // M2 handed back where M3 is expected: wrong length.
+        let (resp, m2) = Responder::on_m1(&b, b"", &m1).unwrap();
+        assert_eq!(
+            resp.on_m3(&m2).err(),
+            Some(HandshakeError::Malformed("wrong length"))
+        );
+        assert_eq!(
+            Initiator::start(&[0; MAX_BINDING_LEN + 1], None).err(),
+            Some(HandshakeError::BindingTooLong)
+        );
+        // The longest binding is accepted, and must match on both sides.
+        let binding = [5u8; MAX_BINDING_LEN];
+        let (init, m1) = Initiator::start(&binding, None).unwrap();
+        let (resp, m2) = Responder::on_m1(&b, &binding, &m1).unwrap();
+        let (m3, si) = init.on_m2(&a, &m2).unwrap();
+        assert_eq!(resp.on_m3(&m3).unwrap().transcript, si.transcript);
+    }
+
+    #[test]
+    fn debug_output_shows_who_but_no_secrets() {
+        let (si, _) = run(b"", b"").unwrap();
+        let shown = format!("{si:?}");
+        assert!(shown.starts_with("Session { remote: PeerId("), "{shown}");
+        assert!(shown.ends_with(", .. }"), "{shown}");
+        assert!(!shown.contains("send_key") && !shown.contains("recv_key"));
+        let (init, m1) = Initiator::start(b"", None).unwrap();
+        assert_eq!(format!("{init:?}"), "Initiator { expected: None, .. }");
+        let (resp, _) = Responder::on_m1(&ids().1, b"", &m1).unwrap();
+        assert_eq!(format!("{resp:?}"), "Responder { .. }");
+    }
 }

@@ -282,4 +282,87 @@ mod tests {
         );
         assert!(b.is_closed());
     }
+
+    /// Seals raw bytes with `a`'s send key, whatever they are.
+    fn seal_raw(a: &Link, bytes: &[u8]) -> Vec<u8> {
+        a.keys
+            .as_ref()
+            .unwrap()
+            .0
+            .lock()
+            .unwrap()
+            .seal(bytes)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_closed_link_refuses_to_seal_ping_or_receive() {
+        let (a, b) = pair(false);
+        let f = Frame::new(ProtocolId::DHT, vec![1]).unwrap();
+        let m = a.seal_frame(&f).unwrap();
+        assert_eq!(format!("{a:?}"), "Link { sealed: true, closed: false, .. }");
+        a.close().unwrap();
+        assert_eq!(format!("{a:?}"), "Link { sealed: true, closed: true, .. }");
+        assert_eq!(a.close(), Err(TransportError::Closed));
+        assert_eq!(a.seal_frame(&f), Err(TransportError::Closed));
+        assert_eq!(a.ping(Duration::ZERO), Err(TransportError::Closed));
+        assert_eq!(a.receive(&m, Duration::ZERO), Err(TransportError::Closed));
+        // A transport failure closes a link too, and is handed back unchanged.
+        assert_eq!(b.fail(TransportError::Timeout), TransportError::Timeout);
+        assert!(b.is_closed());
+        assert_eq!(b.receive(&m, Duration::ZERO), Err(TransportError::Closed));
+    }
+
+    #[test]
+    fn sealed_input_that_is_not_a_frame_closes_the_link() {
+        let cases: [(&[u8], TransportError); 4] = [
+            (
+                &[1],
+                TransportError::Malformed("frame shorter than its header"),
+            ),
+            (
+                &[7, 0, 1],
+                TransportError::Malformed("unknown frame version"),
+            ),
+            // A control frame of an unknown kind, and a ping without its number.
+            (
+                &[1, 0, 9],
+                TransportError::Malformed("unknown control frame"),
+            ),
+            (
+                &[1, 0, 1, 0],
+                TransportError::Malformed("short control frame"),
+            ),
+        ];
+        for (plain, want) in cases {
+            let (a, b) = pair(true);
+            assert_eq!(
+                b.receive(&seal_raw(&a, plain), Duration::ZERO),
+                Err(want),
+                "{plain:?}"
+            );
+            assert!(b.is_closed(), "{plain:?}");
+        }
+    }
+
+    #[test]
+    fn a_pong_nobody_asked_for_is_ignored() {
+        let (a, b) = pair(false);
+        let unasked = a.seal(&Control::Pong(99).encode()).unwrap();
+        assert_eq!(b.receive(&unasked, Duration::ZERO), Ok(Incoming::Nothing));
+        assert_eq!(b.quality(), ConnectionQuality::default());
+        assert!(!b.is_closed());
+        // On a plain link the same control frames travel unsealed.
+        let (p, q) = (Link::plain(), Link::plain());
+        assert_eq!(
+            format!("{p:?}"),
+            "Link { sealed: false, closed: false, .. }"
+        );
+        let ping = p.ping(Duration::ZERO).unwrap();
+        assert_eq!(ping, Control::Ping(0).encode().encode());
+        assert_eq!(
+            q.receive(&ping, Duration::ZERO),
+            Ok(Incoming::Reply(Control::Pong(0).encode().encode()))
+        );
+    }
 }

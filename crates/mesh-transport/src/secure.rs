@@ -173,4 +173,58 @@ mod tests {
             Err(TransportError::Decryption)
         );
     }
+
+    #[test]
+    fn oversized_and_short_messages_are_refused_both_ways() {
+        let (mut s, mut o) = pair();
+        let largest = MAX_FRAME_PAYLOAD + crate::frame::FRAME_HEADER_LEN;
+        assert_eq!(
+            s.seal(&vec![0; largest + 1]),
+            Err(TransportError::FrameTooLarge {
+                len: largest + 1,
+                max: MAX_FRAME_PAYLOAD
+            })
+        );
+        // A refused message uses no counter: the next one is still number 0.
+        let m = s.seal(&vec![1; largest]).unwrap();
+        assert_eq!(m[..8], 0u64.to_le_bytes());
+        assert_eq!(o.open(&m).unwrap().len(), largest);
+        assert_eq!(
+            o.open(&vec![0; SEAL_OVERHEAD + largest + 1]),
+            Err(TransportError::FrameTooLarge {
+                len: largest + 1,
+                max: MAX_FRAME_PAYLOAD
+            })
+        );
+        assert_eq!(
+            o.open(&[0; SEAL_OVERHEAD - 1]),
+            Err(TransportError::Malformed(
+                "sealed message shorter than its overhead"
+            ))
+        );
+        // An empty plaintext is just the overhead.
+        let empty = s.seal(b"").unwrap();
+        assert_eq!(empty.len(), SEAL_OVERHEAD);
+        assert_eq!(o.open(&empty).unwrap(), b"");
+    }
+
+    #[test]
+    fn an_exhausted_counter_refuses_to_seal_rather_than_reuse_a_nonce() {
+        let (mut s, mut o) = pair();
+        s.counter = u64::MAX - 1;
+        let last = s.seal(b"last").unwrap();
+        assert_eq!(s.seal(b"more"), Err(TransportError::Closed));
+        assert_eq!(s.seal(b"more"), Err(TransportError::Closed));
+        assert_eq!(o.open(&last).unwrap(), b"last");
+        assert_eq!(o.next, u64::MAX);
+        assert_eq!(o.open(&last), Err(TransportError::Replay));
+    }
+
+    #[test]
+    fn debug_output_shows_counters_not_keys() {
+        let (mut s, o) = pair();
+        s.seal(b"x").unwrap();
+        assert_eq!(format!("{s:?}"), "Sealer { counter: 1, .. }");
+        assert_eq!(format!("{o:?}"), "Opener { next: 0, .. }");
+    }
 }

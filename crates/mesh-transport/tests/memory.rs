@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use mesh_crypto::Identity;
-use mesh_platform::runtime::TokioRuntime;
+use mesh_platform::runtime::{BoxFuture, Runtime, TokioRuntime};
 use mesh_transport::handshake::HandshakeError;
 use mesh_transport::memory::{LinkConfig, MemoryNetwork};
 use mesh_transport::{Connection, Frame, ProtocolId, Transport, TransportError};
@@ -166,4 +166,127 @@ async fn round_trip_time_is_measured_from_pings() {
     ca.close().await.unwrap();
     alice_loop.abort();
     let _ = bob_loop.await;
+}
+
+/// Tokio, with every timer a thousand times shorter: the 10 s handshake timeout in 10 ms.
+#[derive(Clone)]
+struct Fast(TokioRuntime);
+
+impl Runtime for Fast {
+    fn monotonic(&self) -> Duration {
+        self.0.monotonic()
+    }
+    fn unix_time(&self) -> mesh_crypto::UnixMillis {
+        self.0.unix_time()
+    }
+    fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
+        self.0.sleep(duration / 1000)
+    }
+    fn spawn(&self, task: BoxFuture<'static, ()>) {
+        self.0.spawn(task);
+    }
+}
+
+#[tokio::test]
+async fn an_address_is_taken_once_and_a_listener_that_is_gone_is_unreachable() {
+    let net = MemoryNetwork::new(TokioRuntime::current(), LinkConfig::default());
+    let (alice, bob) = (
+        Arc::new(Identity::generate()),
+        Arc::new(Identity::generate()),
+    );
+    let ta = net.transport(Arc::clone(&alice), "a").unwrap();
+    assert_eq!(ta.kind(), mesh_transport::TransportKind::Memory);
+    assert_eq!(
+        net.transport(Arc::clone(&bob), "a").unwrap_err(),
+        TransportError::Unreachable("address a already in use".into())
+    );
+    let tb = net.transport(Arc::clone(&bob), "b").unwrap();
+    drop(tb);
+    // The address stays registered, but nobody takes links there any more.
+    assert_eq!(
+        ta.dial(bob.peer_id(), "b").await.unwrap_err(),
+        TransportError::Unreachable("b".into())
+    );
+}
+
+#[tokio::test]
+async fn a_dial_nobody_answers_times_out() {
+    let net = MemoryNetwork::new(Fast(TokioRuntime::current()), LinkConfig::default());
+    let (alice, bob) = (
+        Arc::new(Identity::generate()),
+        Arc::new(Identity::generate()),
+    );
+    let ta = net.transport(alice, "a").unwrap();
+    // Bob listens, but never accepts: the link waits in his queue unanswered.
+    let _tb = net.transport(Arc::clone(&bob), "b").unwrap();
+    assert_eq!(
+        ta.dial(bob.peer_id(), "b").await.unwrap_err(),
+        TransportError::Timeout
+    );
+}
+
+#[tokio::test]
+async fn a_failed_inbound_handshake_does_not_stop_accepting() {
+    let net = MemoryNetwork::new(TokioRuntime::current(), LinkConfig::default());
+    let (alice, bob, carol) = (
+        Arc::new(Identity::generate()),
+        Arc::new(Identity::generate()),
+        Identity::generate(),
+    );
+    let ta = net.transport(Arc::clone(&alice), "a").unwrap();
+    let tb = net.transport(Arc::clone(&bob), "b").unwrap();
+    // One accept call: the first link (Alice expected Carol and walks away) fails inside it,
+    // the second is the one it returns.
+    let dials = async {
+        let wrong = ta.dial(carol.peer_id(), "b").await;
+        let right = ta.dial(bob.peer_id(), "b").await;
+        (wrong, right)
+    };
+    let ((wrong, right), accepted) = tokio::join!(dials, tb.accept());
+    assert!(matches!(
+        wrong,
+        Err(TransportError::Handshake(
+            HandshakeError::UnexpectedPeer { .. }
+        ))
+    ));
+    let (right, accepted) = (right.unwrap(), accepted.unwrap());
+    assert_eq!(accepted.remote(), alice.peer_id());
+    right.send(frame(1)).await.unwrap();
+    assert_eq!(accepted.recv().await.unwrap(), frame(1));
+}
+
+#[tokio::test]
+async fn at_total_loss_frames_and_pings_vanish_but_the_close_arrives() {
+    let (ca, cb) = connected(LinkConfig {
+        loss: 7.0, // clamped to 1
+        ..LinkConfig::default()
+    })
+    .await;
+    for i in 0..20 {
+        ca.send(frame(i)).await.unwrap();
+    }
+    ca.ping().await.unwrap();
+    ca.close().await.unwrap();
+    assert_eq!(cb.recv().await, Err(TransportError::Closed));
+    assert_eq!(ca.recv().await, Err(TransportError::Closed));
+}
+
+#[tokio::test]
+async fn a_dropped_connection_ends_the_remotes_recv_and_a_queue_of_zero_means_one() {
+    let (ca, cb) = connected(LinkConfig {
+        queue: 0,
+        ..LinkConfig::default()
+    })
+    .await;
+    assert_eq!(ca.kind(), mesh_transport::TransportKind::Memory);
+    ca.send(frame(1)).await.unwrap();
+    assert!(
+        ca.send(frame(2)).now_or_never().is_none(),
+        "a queue of one is full after one frame"
+    );
+    assert_eq!(cb.recv().await.unwrap(), frame(1));
+    drop(ca);
+    assert_eq!(cb.recv().await, Err(TransportError::Closed));
+    // Nobody reads Bob's direction any more: his sends fail too.
+    assert_eq!(cb.send(frame(3)).await, Err(TransportError::Closed));
 }

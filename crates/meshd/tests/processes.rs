@@ -278,7 +278,10 @@ fn a_mesh_of_meshd_processes() {
     assert_eq!(ok(&c_dir, &["inbox", "--after", &last.to_string()]), "");
     let later = ok(&c_dir, &["inbox", "--after", &first.to_string()]);
     let (_, rest) = inbox.split_once('\n').unwrap();
-    assert_eq!(later, rest, "everything after the first message, and only that");
+    assert_eq!(
+        later, rest,
+        "everything after the first message, and only that"
+    );
     // The relay does not hold Carol's blob: it must be told where to fetch it, then fetches
     // it from her chunk by verified chunk.
     let fetched = tmp.path().join("fetched.bin");
