@@ -11,7 +11,7 @@
 //! (`cfg(target_arch = "wasm32")`) is not compiled natively and so not in the denominator; the
 //! headless-Chromium tests cover it (`cargo xtask test-wasm`).
 //!
-//! The report lands in `target/xtask/coverage.md` and `target/llvm-cov/html/`.
+//! The report lands in `target/xtask/coverage.md` and `target/llvm-cov-target/llvm-cov/html/`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -55,7 +55,7 @@ const USAGE: &str =
               --record stores this run's ratios instead
   coverage    the native tests and mesh-ffi's Python tests under cargo-llvm-cov (installs llvm-tools and
               cargo-llvm-cov): line coverage per crate in target/xtask/coverage.md, HTML in
-              target/llvm-cov/html; fails below --min (default 0)
+              target/llvm-cov-target/llvm-cov/html; fails below --min (default 0)
   fuzz        build the libFuzzer targets (fuzz/libfuzzer, cargo fuzz) and run each for --time S seconds
               (default 60) from its committed corpus, crash reproducers and fresh seeds; crashes are saved to
               fuzz/regressions/ (replayed by cargo test) and fail the run; new coverage is merged into
