@@ -1,5 +1,7 @@
 //! The connection pool over the memory transport: dial on demand, one link per peer for all
-//! protocols, advertised addresses, unsubscribed protocols dropped, a dead link redialled.
+//! protocols, advertised addresses, unsubscribed protocols dropped, a dead link redialled; and
+//! its limits and choices: no dialing once stopped, sends dropped without a permit, the
+//! connection limit, and which of two links to one peer over different transports stays.
 
 #![cfg(not(target_arch = "wasm32"))]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failure
@@ -7,11 +9,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mesh_crypto::Identity;
+use async_trait::async_trait;
+use mesh_crypto::{Identity, PeerId};
 use mesh_platform::runtime::TokioRuntime;
-use mesh_transport::memory::{LinkConfig, MemoryNetwork, MemoryTransport};
-use mesh_transport::pool::{Incoming, Pool};
-use mesh_transport::{Frame, ProtocolId, TransportError};
+use mesh_transport::memory::{LinkConfig, MemoryConnection, MemoryNetwork, MemoryTransport};
+use mesh_transport::multi::Transports;
+use mesh_transport::pool::{Incoming, MAX_CONNECTIONS, Pool};
+use mesh_transport::{
+    Connection, ConnectionQuality, Frame, ProtocolId, Transport, TransportError, TransportKind,
+};
+use tokio::sync::Semaphore;
 use tokio::sync::mpsc::Receiver;
 use tokio::time::timeout;
 
@@ -359,5 +366,340 @@ async fn a_shut_down_pool_takes_no_more_links_and_close_link_forces_a_new_dial()
             .await
             .map_or(true, |m| m.is_none()),
         "a frame reached a shut-down pool"
+    );
+}
+
+/// Waits (up to 10 s) until `cond` holds.
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..1000 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("never: {what}");
+}
+
+fn f(n: u8) -> Frame {
+    Frame::new(ProtocolId::DHT, vec![n]).unwrap()
+}
+
+#[tokio::test]
+async fn a_stopped_pool_dials_no_one_but_keeps_its_open_links_until_closed() {
+    let net = MemoryNetwork::new(TokioRuntime::current(), LinkConfig::default());
+    let (alice, bob, carol) = (
+        Arc::new(Identity::generate()),
+        Arc::new(Identity::generate()),
+        Arc::new(Identity::generate()),
+    );
+    let pa = pool(&net, &alice, "mem:alice");
+    let pb = pool(&net, &bob, "mem:bob");
+    let _pc = pool(&net, &carol, "mem:carol");
+    assert_eq!(pa.local_address(), "mem:alice");
+    let mut bob_dht = pb.subscribe(ProtocolId::DHT);
+    pa.send(bob.peer_id(), "mem:bob", f(1)).await.unwrap();
+    next(&mut bob_dht).await;
+
+    pa.stop_accepting();
+    assert_eq!(
+        pa.send(carol.peer_id(), "mem:carol", f(2)).await,
+        Err(TransportError::Closed)
+    );
+    assert_eq!(
+        pa.dial(carol.peer_id(), "mem:carol").await,
+        Err(TransportError::Closed)
+    );
+    // The open link still carries frames.
+    pa.send(bob.peer_id(), "mem:bob", f(3)).await.unwrap();
+    assert_eq!(next(&mut bob_dht).await.payload, [3]);
+    assert_eq!(pa.connected(), vec![bob.peer_id()]);
+    pa.close_all().await;
+    assert!(pa.connected().is_empty());
+    assert_eq!(pa.address_of(&bob.peer_id()), None);
+}
+
+#[tokio::test]
+async fn a_spawned_send_needs_a_permit_and_gives_it_back_however_it_ends() {
+    let net = MemoryNetwork::new(TokioRuntime::current(), LinkConfig::default());
+    let (alice, bob, nobody) = (
+        Arc::new(Identity::generate()),
+        Arc::new(Identity::generate()),
+        Arc::new(Identity::generate()),
+    );
+    let pa = pool(&net, &alice, "mem:alice");
+    let pb = pool(&net, &bob, "mem:bob");
+    let mut bob_dht = pb.subscribe(ProtocolId::DHT);
+    let permits = Arc::new(Semaphore::new(1));
+    let long = Duration::from_secs(30);
+
+    // No permit free: the frame is dropped at once.
+    let held = Arc::clone(&permits).acquire_owned().await.unwrap();
+    assert!(!pa.spawn_send(&permits, bob.peer_id(), "mem:bob".into(), f(1), long));
+    drop(held);
+    assert!(pa.spawn_send(&permits, bob.peer_id(), "mem:bob".into(), f(2), long));
+    assert_eq!(next(&mut bob_dht).await.payload, [2], "frame 1 was dropped");
+    // A send that fails (no address to dial) gives its permit back.
+    assert!(pa.spawn_send(&permits, nobody.peer_id(), String::new(), f(3), long));
+    let permit = timeout(Duration::from_secs(5), Arc::clone(&permits).acquire_owned())
+        .await
+        .expect("the failed send released its permit")
+        .unwrap();
+    // A send that cannot finish (a listener that never answers) is abandoned at its timeout.
+    let _silent = net.transport(Arc::clone(&nobody), "mem:silent").unwrap();
+    pa.spawn_send_holding(
+        permit,
+        nobody.peer_id(),
+        "mem:silent".into(),
+        f(4),
+        Duration::from_millis(20),
+    );
+    let _released = timeout(Duration::from_secs(5), Arc::clone(&permits).acquire_owned())
+        .await
+        .expect("the abandoned send released its permit")
+        .unwrap();
+    assert!(!pa.connected().contains(&nobody.peer_id()));
+}
+
+#[tokio::test]
+async fn no_more_than_max_connections_links_are_kept() {
+    let net = MemoryNetwork::new(TokioRuntime::current(), LinkConfig::default());
+    let hub_id = Arc::new(Identity::generate());
+    let hub = pool(&net, &hub_id, "mem:hub");
+    let peers: Vec<(Arc<Identity>, MemPool)> = (0..=MAX_CONNECTIONS + 1)
+        .map(|i| {
+            let id = Arc::new(Identity::generate());
+            let p = pool(&net, &id, &format!("mem:{i}"));
+            (id, p)
+        })
+        .collect();
+    for (i, (id, _)) in peers.iter().take(MAX_CONNECTIONS).enumerate() {
+        hub.dial(id.peer_id(), &format!("mem:{i}")).await.unwrap();
+    }
+    assert_eq!(hub.connected().len(), MAX_CONNECTIONS);
+    // One more dialed by the hub: refused, and its link closed.
+    let (extra, extra_pool) = &peers[MAX_CONNECTIONS];
+    assert_eq!(
+        hub.dial(extra.peer_id(), &format!("mem:{MAX_CONNECTIONS}"))
+            .await,
+        Err(TransportError::Unreachable(
+            "connection limit reached".into()
+        ))
+    );
+    assert_eq!(hub.connected().len(), MAX_CONNECTIONS);
+    assert!(!hub.connected().contains(&extra.peer_id()));
+    eventually("the refused peer sees its link go", || {
+        !extra_pool.connected().contains(&hub_id.peer_id())
+    })
+    .await;
+    // One more dialing the hub: its link is closed by the hub.
+    let (_, late_pool) = &peers[MAX_CONNECTIONS + 1];
+    late_pool.dial(hub_id.peer_id(), "mem:hub").await.unwrap();
+    eventually("the hub closes the link over its limit", || {
+        !late_pool.connected().contains(&hub_id.peer_id())
+    })
+    .await;
+    assert_eq!(hub.connected().len(), MAX_CONNECTIONS);
+}
+
+/// A memory transport whose links report another kind (as WebRTC or BLE links would).
+struct Kinded {
+    inner: MemoryTransport<TokioRuntime>,
+    kind: TransportKind,
+}
+
+struct KindedConn {
+    inner: MemoryConnection<TokioRuntime>,
+    kind: TransportKind,
+}
+
+#[async_trait]
+impl Transport for Kinded {
+    type Connection = KindedConn;
+
+    fn kind(&self) -> TransportKind {
+        self.kind
+    }
+    async fn dial(&self, peer: PeerId, address: &str) -> Result<KindedConn, TransportError> {
+        let inner = self.inner.dial(peer, address).await?;
+        Ok(KindedConn {
+            inner,
+            kind: self.kind,
+        })
+    }
+    async fn accept(&self) -> Result<KindedConn, TransportError> {
+        let inner = self.inner.accept().await?;
+        Ok(KindedConn {
+            inner,
+            kind: self.kind,
+        })
+    }
+}
+
+#[async_trait]
+impl Connection for KindedConn {
+    fn remote(&self) -> PeerId {
+        self.inner.remote()
+    }
+    fn kind(&self) -> TransportKind {
+        self.kind
+    }
+    fn quality(&self) -> ConnectionQuality {
+        self.inner.quality()
+    }
+    async fn send(&self, frame: Frame) -> Result<(), TransportError> {
+        self.inner.send(frame).await
+    }
+    async fn recv(&self) -> Result<Frame, TransportError> {
+        self.inner.recv().await
+    }
+    async fn ping(&self) -> Result<(), TransportError> {
+        self.inner.ping().await
+    }
+    async fn close(&self) -> Result<(), TransportError> {
+        self.inner.close().await
+    }
+}
+
+/// Reads `conn` until it closes (after the pool's hello).
+async fn closed(conn: &MemoryConnection<TokioRuntime>) {
+    let ended = timeout(Duration::from_secs(10), async {
+        while conn.recv().await.is_ok() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the losing link is closed after its grace");
+}
+
+#[tokio::test]
+async fn of_two_links_one_peer_dialed_over_different_transports_the_higher_kind_stays() {
+    let rt = TokioRuntime::current();
+    // In either order of arrival, the WebRTC-like link wins over the BLE-like one.
+    for ble_first in [true, false] {
+        let (lan, radio) = (
+            MemoryNetwork::new(rt.clone(), LinkConfig::default()),
+            MemoryNetwork::new(rt.clone(), LinkConfig::default()),
+        );
+        let (x, y) = (
+            Arc::new(Identity::generate()),
+            Arc::new(Identity::generate()),
+        );
+        let both = Transports::new(
+            Kinded {
+                inner: lan.transport(Arc::clone(&x), "mem:x").unwrap(),
+                kind: TransportKind::WebRtc,
+            },
+            Kinded {
+                inner: radio.transport(Arc::clone(&x), "ble:x").unwrap(),
+                kind: TransportKind::Ble,
+            },
+            &["ble:"],
+            &rt,
+        );
+        let px = Pool::new(both, rt.clone(), x.peer_id(), "mem:x");
+        px.start_accepting();
+        // Y is no pool: it dials X twice, once over each network.
+        let y_lan = lan.transport(Arc::clone(&y), "mem:y").unwrap();
+        let y_radio = radio.transport(Arc::clone(&y), "ble:y").unwrap();
+        let kind_at_x = || px.connection(&y.peer_id()).map(|c| c.kind());
+        let (first_kind, first) = if ble_first {
+            (
+                TransportKind::Ble,
+                y_radio.dial(x.peer_id(), "ble:x").await.unwrap(),
+            )
+        } else {
+            (
+                TransportKind::WebRtc,
+                y_lan.dial(x.peer_id(), "mem:x").await.unwrap(),
+            )
+        };
+        eventually("X takes the first link", || kind_at_x() == Some(first_kind)).await;
+        let second = if ble_first {
+            y_lan.dial(x.peer_id(), "mem:x").await.unwrap()
+        } else {
+            y_radio.dial(x.peer_id(), "ble:x").await.unwrap()
+        };
+        let (web, ble) = if ble_first {
+            (&second, &first)
+        } else {
+            (&first, &second)
+        };
+        // X closes the BLE link (once its grace is over) and keeps the other.
+        closed(ble).await;
+        assert_eq!(
+            kind_at_x(),
+            Some(TransportKind::WebRtc),
+            "ble first: {ble_first}"
+        );
+        assert_eq!(px.connected(), vec![y.peer_id()]);
+        assert_eq!(
+            web.recv().await.unwrap().protocol,
+            ProtocolId::PEER,
+            "the kept link opened with X's hello"
+        );
+        px.send(y.peer_id(), "", f(5)).await.unwrap();
+        assert_eq!(web.recv().await.unwrap(), f(5));
+    }
+}
+
+#[tokio::test]
+async fn a_peer_whose_peer_info_does_not_parse_loses_its_link() {
+    let net = MemoryNetwork::new(TokioRuntime::current(), LinkConfig::default());
+    let (x, y) = (
+        Arc::new(Identity::generate()),
+        Arc::new(Identity::generate()),
+    );
+    let px = pool(&net, &x, "mem:x");
+    // Y is no pool: it dials by hand and sends a peer-info frame of an unknown version.
+    let ty = net.transport(Arc::clone(&y), "mem:y").unwrap();
+    let conn = ty.dial(x.peer_id(), "mem:x").await.unwrap();
+    let hello = conn.recv().await.unwrap();
+    assert_eq!(hello.protocol, ProtocolId::PEER);
+    assert_eq!(
+        mesh_transport::frame::decode_peer_address(&hello.payload).unwrap(),
+        "mem:x"
+    );
+    conn.send(Frame::new(ProtocolId::PEER, vec![9]).unwrap())
+        .await
+        .unwrap();
+    let rest = timeout(Duration::from_secs(5), conn.recv()).await;
+    assert_eq!(
+        rest.expect("X closes the link"),
+        Err(TransportError::Closed)
+    );
+    eventually("X forgets the link", || px.connected().is_empty()).await;
+}
+
+#[tokio::test]
+async fn frames_for_a_subscriber_that_went_away_are_counted_as_dropped() {
+    let net = MemoryNetwork::new(TokioRuntime::current(), LinkConfig::default());
+    let (x, y) = (
+        Arc::new(Identity::generate()),
+        Arc::new(Identity::generate()),
+    );
+    let px = pool(&net, &x, "mem:x");
+    // Y advertises no address: X links with it but cannot dial it back.
+    let py = Pool::new(
+        net.transport(Arc::clone(&y), "mem:y").unwrap(),
+        TokioRuntime::current(),
+        y.peer_id(),
+        "",
+    );
+    drop(px.subscribe(ProtocolId::DHT));
+    let mut gossip = px.subscribe(ProtocolId::GOSSIP);
+    py.send(x.peer_id(), "mem:x", f(1)).await.unwrap();
+    py.send(
+        x.peer_id(),
+        "mem:x",
+        Frame::new(ProtocolId::GOSSIP, vec![2]).unwrap(),
+    )
+    .await
+    .unwrap();
+    // The gossip frame came after the DHT one on the same link: that one was handled first.
+    let got = next(&mut gossip).await;
+    assert_eq!((got.from, got.address.as_str()), (y.peer_id(), ""));
+    assert_eq!(px.dropped(), 1);
+    assert_eq!(px.address_of(&y.peer_id()), Some(String::new()));
+    assert_eq!(
+        format!("{px:?}"),
+        "Pool { local_address: \"mem:x\", links: 1, .. }"
     );
 }

@@ -70,18 +70,23 @@ fn sigterm_stops_the_node_gracefully_and_it_restarts_as_itself() {
     again.stop();
 }
 
+/// `meshd id` with `MESHD_PASSPHRASE` set to `passphrase`.
+fn id_with(dir: &std::path::Path, passphrase: &str) -> std::process::Output {
+    Command::new(BIN)
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("id")
+        .env("MESHD_PASSPHRASE", passphrase)
+        .env_remove("MESHD_CONFIG")
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn a_sealed_identity_needs_its_passphrase() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let made = Command::new(BIN)
-        .arg("--data-dir")
-        .arg(dir)
-        .arg("id")
-        .env("MESHD_PASSPHRASE", "correct horse")
-        .env_remove("MESHD_CONFIG")
-        .output()
-        .unwrap();
+    let made = id_with(dir, "correct horse");
     assert!(made.status.success(), "{made:?}");
     let id = String::from_utf8(made.stdout).unwrap();
     assert_ne!(
@@ -95,27 +100,13 @@ fn a_sealed_identity_needs_its_passphrase() {
         String::from_utf8_lossy(&without.stderr).contains("set MESHD_PASSPHRASE"),
         "{without:?}"
     );
-    let wrong = Command::new(BIN)
-        .arg("--data-dir")
-        .arg(dir)
-        .arg("id")
-        .env("MESHD_PASSPHRASE", "wrong horse")
-        .env_remove("MESHD_CONFIG")
-        .output()
-        .unwrap();
+    let wrong = id_with(dir, "wrong horse");
     assert!(!wrong.status.success());
     assert!(
         String::from_utf8_lossy(&wrong.stderr).contains("wrong passphrase"),
         "{wrong:?}"
     );
-    let right = Command::new(BIN)
-        .arg("--data-dir")
-        .arg(dir)
-        .arg("id")
-        .env("MESHD_PASSPHRASE", "correct horse")
-        .env_remove("MESHD_CONFIG")
-        .output()
-        .unwrap();
+    let right = id_with(dir, "correct horse");
     assert_eq!(String::from_utf8(right.stdout).unwrap(), id);
 }
 
