@@ -6,8 +6,9 @@
 //! tests of `mesh-ffi` against its instrumented library (the C ABI of the mobile bindings).
 //!
 //! Counted: the library and binary sources of every crate and backend (`crates/*/src`,
-//! `backends/*/src`). Not counted: test code itself, benchmarks, the `xtask`, the fuzz harnesses
-//! and the `UniFFI` generator (tools, not product code). Code that only runs in the browser
+//! `backends/*/src`), less their `#[cfg(test)]` modules. Not counted: test code itself (unit
+//! test modules in `src` and `tests/`), benchmarks, the `xtask`, the fuzz harnesses and the
+//! `UniFFI` generator (tools, not product code). Code that only runs in the browser
 //! (`cfg(target_arch = "wasm32")`) is not compiled natively and so not in the denominator; the
 //! headless-Chromium tests cover it (`cargo xtask test-wasm`).
 //!
@@ -16,8 +17,6 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
-
-use serde_json::Value;
 
 use crate::steps::{Ci, Outcome};
 
@@ -33,21 +32,75 @@ pub(crate) fn setup(c: &mut Ci) -> Result<Outcome, String> {
     c.cargo_tool("cargo-llvm-cov", "llvm-cov", CARGO_LLVM_COV_VERSION)
 }
 
-/// Lines (covered, total) per crate directory (`crates/x`, `backends/x`) from an
-/// `llvm-cov export -summary-only` JSON report.
-fn per_crate(report: &Value, root: &Path) -> BTreeMap<String, (u64, u64)> {
+/// Per source file of an LCOV report (`SF:` ... `end_of_record`): its path and each
+/// instrumented line with its execution count (`DA:line,count`).
+fn parse_lcov(text: &str) -> Vec<(String, Vec<(usize, u64)>)> {
+    let mut files: Vec<(String, Vec<(usize, u64)>)> = Vec::new();
+    for line in text.lines() {
+        if let Some(path) = line.strip_prefix("SF:") {
+            files.push((path.to_string(), Vec::new()));
+        } else if let Some(da) = line.strip_prefix("DA:") {
+            let mut fields = da.split(',');
+            let (Some(n), Some(count)) = (fields.next(), fields.next()) else {
+                continue;
+            };
+            if let (Ok(n), Ok(count), Some(file)) = (n.parse(), count.parse(), files.last_mut()) {
+                file.1.push((n, count));
+            }
+        }
+    }
+    files
+}
+
+/// The 1-based line ranges of `#[cfg(test)]` modules in `src` (rustfmt-formatted: from the
+/// attribute to the `}` at the `mod` line's indentation): unit tests, not product code.
+fn test_modules(src: &str) -> Vec<(usize, usize)> {
+    let lines: Vec<&str> = src.lines().collect();
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        if lines[i].trim() != "#[cfg(test)]" {
+            i += 1;
+            continue;
+        }
+        let mut j = i + 1;
+        while j < lines.len() && lines[j].trim_start().starts_with("#[") {
+            j += 1;
+        }
+        let is_mod = lines.get(j).is_some_and(|l| {
+            let t = l.trim_start();
+            let t = t
+                .strip_prefix("pub(crate) ")
+                .or_else(|| t.strip_prefix("pub "))
+                .unwrap_or(t);
+            t.starts_with("mod ") && t.trim_end().ends_with('{')
+        });
+        if !is_mod {
+            i = j;
+            continue;
+        }
+        let at = indent(lines[j]);
+        let end = (j + 1..lines.len())
+            .find(|&k| indent(lines[k]) == at && lines[k].trim_start().starts_with('}'))
+            .unwrap_or(lines.len() - 1);
+        out.push((i + 1, end + 1));
+        i = end + 1;
+    }
+    out
+}
+
+/// Lines (covered, total) per crate directory (`crates/x`, `backends/x`), product code only:
+/// the sources under `src/` of every crate and backend, less their `#[cfg(test)]` modules.
+/// `source` reads a file of the report (for its test modules).
+fn per_crate(
+    files: &[(String, Vec<(usize, u64)>)],
+    root: &Path,
+    source: impl Fn(&str) -> Option<String>,
+) -> BTreeMap<String, (u64, u64)> {
     let root = root.to_string_lossy();
     let mut out: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    let files = report["data"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|d| d["files"].as_array())
-        .flatten();
-    for f in files {
-        let Some(name) = f["filename"].as_str() else {
-            continue;
-        };
+    for (name, lines) in files {
         let rel = name
             .strip_prefix(root.as_ref())
             .unwrap_or(name)
@@ -58,14 +111,17 @@ fn per_crate(report: &Value, root: &Path) -> BTreeMap<String, (u64, u64)> {
         if !counted || rel.starts_with("crates/mesh-ffi/bindgen") {
             continue;
         }
-        let lines = &f["summary"]["lines"];
-        let (covered, count) = (
-            lines["covered"].as_u64().unwrap_or(0),
-            lines["count"].as_u64().unwrap_or(0),
-        );
+        let tests = source(name).map(|s| test_modules(&s)).unwrap_or_default();
         let e = out.entry(format!("{}/{}", parts[0], parts[1])).or_default();
-        e.0 += covered;
-        e.1 += count;
+        for (n, count) in lines {
+            if tests.iter().any(|&(a, b)| (a..=b).contains(n)) {
+                continue;
+            }
+            e.1 += 1;
+            if *count > 0 {
+                e.0 += 1;
+            }
+        }
     }
     out
 }
@@ -133,8 +189,8 @@ fn parse_env(text: &str) -> Vec<(String, String)> {
 pub(crate) fn run(c: &mut Ci, min: f64) -> Result<Outcome, String> {
     let out_dir = c.target_dir().join("xtask");
     std::fs::create_dir_all(&out_dir).map_err(|e| e.to_string())?;
-    let json = out_dir.join("coverage.json");
-    let json_s = json.to_string_lossy().into_owned();
+    let lcov = out_dir.join("coverage.lcov");
+    let lcov_s = lcov.to_string_lossy().into_owned();
     // Its own target directory, so that the instrumented build does not replace the plain one;
     // show-env derives the profile and report paths from it.
     let target = c.target_dir().join("llvm-cov-target");
@@ -182,22 +238,14 @@ pub(crate) fn run(c: &mut Ci, min: f64) -> Result<Outcome, String> {
         )
         .and_then(|_| crate::ffi::python_tests(c, &target, &envs));
     c.cargo(
-        &[
-            "llvm-cov",
-            "report",
-            "--json",
-            "--summary-only",
-            "--output-path",
-            &json_s,
-        ],
+        &["llvm-cov", "report", "--lcov", "--output-path", &lcov_s],
         &envs,
     )?;
     c.cargo(&["llvm-cov", "report", "--html"], &envs)?;
-    let report: Value = serde_json::from_str(
-        &std::fs::read_to_string(&json).map_err(|e| format!("{}: {e}", json.display()))?,
-    )
-    .map_err(|e| format!("coverage report: {e}"))?;
-    let crates = per_crate(&report, &c.root);
+    let report = std::fs::read_to_string(&lcov).map_err(|e| format!("{}: {e}", lcov.display()))?;
+    let crates = per_crate(&parse_lcov(&report), &c.root, |f| {
+        std::fs::read_to_string(f).ok()
+    });
     if crates.is_empty() {
         return Err("the coverage report names no crate sources".into());
     }
@@ -255,24 +303,73 @@ mod tests {
         );
     }
 
+    /// An LCOV record of `path` with `covered` of `count` lines (lines 1..=count) executed.
+    fn record(path: &str, covered: usize, count: usize) -> String {
+        let mut r = format!("SF:{path}\n");
+        for n in 1..=count {
+            let _ = writeln!(r, "DA:{n},{}", u64::from(n <= covered) * 3);
+        }
+        let _ = write!(r, "LF:{count}\nLH:{covered}\nend_of_record\n");
+        r
+    }
+
     #[test]
-    fn counts_crate_sources_only_and_totals_them() {
-        let report = serde_json::json!({"data": [{"files": [
-            {"filename": "/r/crates/mesh-dht/src/node.rs", "summary": {"lines": {"covered": 90, "count": 100}}},
-            {"filename": "/r/crates/mesh-dht/src/key.rs", "summary": {"lines": {"covered": 10, "count": 10}}},
-            {"filename": "/r/backends/redb/src/lib.rs", "summary": {"lines": {"covered": 1, "count": 4}}},
-            {"filename": "/r/crates/mesh-dht/tests/sim.rs", "summary": {"lines": {"covered": 5, "count": 5}}},
-            {"filename": "/r/xtask/src/main.rs", "summary": {"lines": {"covered": 0, "count": 50}}},
-            {"filename": "/r/crates/mesh-ffi/bindgen/src/main.rs", "summary": {"lines": {"covered": 0, "count": 3}}},
-            {"filename": "/home/.cargo/registry/src/x/lib.rs", "summary": {"lines": {"covered": 0, "count": 9}}}
-        ]}]});
-        let crates = per_crate(&report, Path::new("/r"));
+    fn reads_lcov_line_counts() {
+        let files = parse_lcov(
+            "TN:\nSF:/r/a.rs\nFN:1,f\nDA:1,5\nDA:2,0\nDA:bad\nend_of_record\nSF:/r/b.rs\nDA:7,1\n",
+        );
+        assert_eq!(
+            files,
+            vec![
+                ("/r/a.rs".to_string(), vec![(1, 5), (2, 0)]),
+                ("/r/b.rs".to_string(), vec![(7, 1)])
+            ]
+        );
+    }
+
+    #[test]
+    fn finds_unit_test_modules_but_not_other_cfg_test_items() {
+        let src = "fn a() {}\n\
+                   #[cfg(test)]\n\
+                   fn helper() {}\n\
+                   #[cfg(test)]\n\
+                   #[allow(clippy::unwrap_used)]\n\
+                   mod tests {\n    \
+                       #[test]\n    \
+                       fn t() {\n    \
+                       }\n\
+                   }\n\
+                   pub mod product {\n    \
+                       #[cfg(test)]\n    \
+                       mod inner {\n    \
+                       }\n\
+                   }\n";
+        assert_eq!(test_modules(src), vec![(4, 10), (12, 14)]);
+        assert_eq!(test_modules("fn a() {}\n"), vec![]);
+    }
+
+    #[test]
+    fn counts_product_sources_only_and_totals_them() {
+        let mut lcov = String::new();
+        lcov.push_str(&record("/r/crates/mesh-dht/src/node.rs", 90, 100));
+        lcov.push_str(&record("/r/crates/mesh-dht/src/key.rs", 10, 10));
+        lcov.push_str(&record("/r/backends/redb/src/lib.rs", 1, 4));
+        lcov.push_str(&record("/r/crates/mesh-dht/tests/sim.rs", 5, 5));
+        lcov.push_str(&record("/r/xtask/src/main.rs", 0, 50));
+        lcov.push_str(&record("/r/crates/mesh-ffi/bindgen/src/main.rs", 0, 3));
+        lcov.push_str(&record("/home/.cargo/registry/src/x/lib.rs", 0, 9));
+        // key.rs: lines 6 to 10 are its unit tests, and do not count.
+        let source = |f: &str| {
+            (f == "/r/crates/mesh-dht/src/key.rs")
+                .then(|| "a\nb\nc\nd\ne\n#[cfg(test)]\nmod tests {\n    x\n    y\n}\n".to_string())
+        };
+        let crates = per_crate(&parse_lcov(&lcov), Path::new("/r"), source);
         assert_eq!(crates.len(), 2, "{crates:?}");
-        assert_eq!(crates["crates/mesh-dht"], (100, 110));
+        assert_eq!(crates["crates/mesh-dht"], (95, 105));
         assert_eq!(crates["backends/redb"], (1, 4));
         let (t, overall) = table(&crates);
-        assert!((overall - 101.0 * 100.0 / 114.0).abs() < 1e-9);
-        assert!(t.contains("| crates/mesh-dht | 110 | 100 | 90.9% |"), "{t}");
-        assert!(t.contains("| **all** | 114 | 101 | **88.6%** |"), "{t}");
+        assert!((overall - 96.0 * 100.0 / 109.0).abs() < 1e-9);
+        assert!(t.contains("| crates/mesh-dht | 105 | 95 | 90.5% |"), "{t}");
+        assert!(t.contains("| **all** | 109 | 96 | **88.1%** |"), "{t}");
     }
 }

@@ -133,6 +133,38 @@ pub struct LookupStats {
     pub latency: Percentiles,
 }
 
+impl LookupStats {
+    /// Counts a lookup that finished after `took`: whether it ended at the right node, its
+    /// hops and requests, its latency (kept in `latencies` until [`Self::average_over`]).
+    fn finished(
+        &mut self,
+        exact: bool,
+        outcome: &mesh_dht::lookup::Outcome,
+        took: Duration,
+        latencies: &mut Vec<u32>,
+    ) {
+        if exact {
+            self.exact += 1;
+        }
+        self.hops += f64::from(outcome.hops);
+        self.requests += f64::from(outcome.requests);
+        latencies.push(millis(took));
+        if took > SLOW_LOOKUP {
+            self.slow += 1;
+        }
+    }
+
+    /// Turns the sums of [`Self::finished`] into means over `n` lookups, and the latencies
+    /// into percentiles.
+    #[allow(clippy::cast_precision_loss)] // counts far below 2^52
+    fn average_over(&mut self, n: usize, latencies: &mut [u32]) {
+        let n = n.max(1) as f64;
+        self.hops /= n;
+        self.requests /= n;
+        self.latency = Percentiles::of_millis(latencies);
+    }
+}
+
 /// A timed phase: lookups (and record lookups) started at random moments over a window, with
 /// what the whole network carried meanwhile.
 #[derive(Debug, Clone, PartialEq)]
@@ -405,28 +437,20 @@ fn measure(sim: &mut Sim<Dht>, keys: &[Key], count: usize) -> LookupStats {
         for (pos, e) in events.into_iter().enumerate() {
             if let Some((Event::Found { outcome, .. }, took)) = e {
                 let truth = closest_online(sim, keys, &chunk_targets[pos], None);
-                if outcome.closest.first().map(|c| c.peer) == truth.map(|t| sim.peer(t)) {
-                    stats.exact += 1;
-                }
-                stats.hops += f64::from(outcome.hops);
-                stats.requests += f64::from(outcome.requests);
-                latencies.push(millis(took));
-                if took > SLOW_LOOKUP {
-                    stats.slow += 1;
-                }
+                let exact = outcome.closest.first().map(|c| c.peer) == truth.map(|t| sim.peer(t));
+                stats.finished(exact, &outcome, took, &mut latencies);
             } else {
                 stats.unfinished += 1;
             }
         }
     }
+    // Means over the lookups that finished (as documented on `LookupStats`); messages over
+    // all of them.
+    stats.average_over(count - stats.unfinished, &mut latencies);
     #[allow(clippy::cast_precision_loss)]
     {
-        let c = count.max(1) as f64;
-        stats.hops /= c;
-        stats.requests /= c;
-        stats.messages = (sim.stats().delivered - delivered) as f64 / c;
+        stats.messages = (sim.stats().delivered - delivered) as f64 / count.max(1) as f64;
     }
-    stats.latency = Percentiles::of_millis(&mut latencies);
     stats
 }
 
@@ -569,15 +593,8 @@ fn timed_lookups(sim: &mut Sim<Dht>, keys: &[Key], spec: Timed<'_>) -> Phase {
                         let first = outcome.closest.first().map(|c| c.peer);
                         // Under churn the answer may change while the lookup runs: the
                         // closest node online when it started, or when it ended, is right.
-                        if first.is_some() && (first == truth || first == truth_then) {
-                            stats.exact += 1;
-                        }
-                        stats.hops += f64::from(outcome.hops);
-                        stats.requests += f64::from(outcome.requests);
-                        latencies.push(millis(took));
-                        if took > SLOW_LOOKUP {
-                            stats.slow += 1;
-                        }
+                        let exact = first.is_some() && (first == truth || first == truth_then);
+                        stats.finished(exact, &outcome, took, &mut latencies);
                     }
                     Want::Record(_) => {
                         if outcome.value.is_some() {
@@ -593,13 +610,7 @@ fn timed_lookups(sim: &mut Sim<Dht>, keys: &[Key], spec: Timed<'_>) -> Phase {
         .values()
         .filter(|(w, _, _)| matches!(w, Want::Node(_)))
         .count();
-    #[allow(clippy::cast_precision_loss)]
-    {
-        let finished = (lookups - stats.unfinished).max(1) as f64;
-        stats.hops /= finished;
-        stats.requests /= finished;
-    }
-    stats.latency = Percentiles::of_millis(&mut latencies);
+    stats.average_over(lookups - stats.unfinished, &mut latencies);
     sim.take_events();
     let churn_after = churn.as_ref().map_or((0, 0), |c| c.totals());
     Phase {
