@@ -82,6 +82,10 @@ pub struct BleConnection<Ra: Radio, R: Runtime> {
     link: Link,
     /// Whether this side is the central (it started the handshake).
     central: bool,
+    /// Set once closing has finished: the first `close` does the work, every later or
+    /// concurrent one waits for it (a second caller must not cut the radio while the first
+    /// is still writing the close message).
+    closing: tokio::sync::OnceCell<()>,
 }
 
 impl<Ra: Radio, R: Runtime> std::fmt::Debug for BleConnection<Ra, R> {
@@ -120,6 +124,7 @@ impl<Ra: Radio, R: Runtime> BleConnection<Ra, R> {
             reasm: tokio::sync::Mutex::new(reasm),
             next_id: AtomicU16::new(next_id),
             link: Link::sealed(session, true),
+            closing: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -280,16 +285,20 @@ impl<Ra: Radio, R: Runtime> Connection for BleConnection<Ra, R> {
     }
 
     async fn close(&self) -> Result<(), TransportError> {
-        if let Ok(sealed) = self.link.close() {
-            // Bounded: a radio whose writes never complete must not keep the link open.
-            let io = self.io();
-            tokio::select! {
-                _ = io.send(&sealed) => {}
-                () = self.runtime.sleep(CLOSE_TIMEOUT) => {}
-            }
-        }
-        // The BLE connection itself goes too (and a reader blocked on the radio wakes).
-        self.radio.close();
+        self.closing
+            .get_or_init(|| async {
+                if let Ok(sealed) = self.link.close() {
+                    // Bounded: a radio whose writes never complete must not keep the link open.
+                    let io = self.io();
+                    tokio::select! {
+                        _ = io.send(&sealed) => {}
+                        () = self.runtime.sleep(CLOSE_TIMEOUT) => {}
+                    }
+                }
+                // The BLE connection itself goes too (and a reader blocked on the radio wakes).
+                self.radio.close();
+            })
+            .await;
         Ok(())
     }
 

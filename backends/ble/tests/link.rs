@@ -98,8 +98,17 @@ impl Peer {
 
 /// A link connected (as the central) to a peer driven by hand (as the peripheral).
 async fn with_peer(mtu: usize) -> (Link, Peer) {
+    with_peer_over(mtu, |r| r).await
+}
+
+/// As [`with_peer`], with the link's radio wrapped by `wrap`.
+async fn with_peer_over<Ra: Radio>(
+    mtu: usize,
+    wrap: impl FnOnce(Sim) -> Ra,
+) -> (BleConnection<Ra, TokioRuntime>, Peer) {
     let rt = TokioRuntime::current();
     let (ra, rb) = SimRadio::pair(&rt, config(mtu));
+    let ra = wrap(ra);
     let (a, b) = (Identity::generate(), Identity::generate());
     let mut peer = Peer {
         radio: rb,
@@ -337,6 +346,71 @@ async fn closing_does_not_wait_for_ever_on_a_radio_that_takes_no_writes() {
     let closed = tokio::time::timeout(Duration::from_secs(30), ca.close()).await;
     assert_eq!(closed.expect("close is bounded"), Ok(()));
     assert_eq!(ca.send(frame(1)).await, Err(TransportError::Closed));
+}
+
+/// A radio like a phone's: each write takes a while, and closing it cancels the writes in
+/// flight (they fail as disconnected); the far end keeps what was written before.
+struct Cancelling {
+    inner: Sim,
+    closed: std::sync::atomic::AtomicBool,
+    gone: tokio::sync::Notify,
+}
+
+#[async_trait]
+impl Radio for Cancelling {
+    fn mtu(&self) -> usize {
+        self.inner.mtu()
+    }
+    async fn write(&self, data: &[u8]) -> Result<(), RadioError> {
+        let gone = self.gone.notified();
+        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(RadioError::Disconnected);
+        }
+        tokio::select! {
+            () = async { tokio::time::sleep(Duration::from_millis(2)).await } => {
+                self.inner.write(data).await
+            }
+            () = gone => Err(RadioError::Disconnected),
+        }
+    }
+    async fn read(&self) -> Result<Vec<u8>, RadioError> {
+        self.inner.read().await
+    }
+    fn close(&self) {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.gone.notify_waiters();
+    }
+}
+
+#[tokio::test]
+async fn a_second_close_waits_for_the_first_and_the_peer_hears_the_whole_close_message() {
+    // At MTU 23 the close message is several fragments, each write taking 2 ms: a second close
+    // that cut the radio at once would cancel the first one's writes half way.
+    let (conn, mut peer) = with_peer_over(23, |inner| Cancelling {
+        inner,
+        closed: std::sync::atomic::AtomicBool::new(false),
+        gone: tokio::sync::Notify::new(),
+    })
+    .await;
+    let (first, second) = tokio::join!(conn.close(), async {
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        conn.close().await
+    });
+    assert_eq!((first, second), (Ok(()), Ok(())));
+    assert!(
+        conn.radio()
+            .closed
+            .load(std::sync::atomic::Ordering::Acquire),
+        "closing closes the radio"
+    );
+    let close = tokio::time::timeout(Duration::from_secs(5), peer.read_message())
+        .await
+        .expect("the whole close message arrived");
+    assert_eq!(
+        peer.sealing.receive(&close, Duration::ZERO),
+        Ok(mesh_transport::link::Incoming::Closed)
+    );
 }
 
 mod attacher {

@@ -84,14 +84,30 @@ impl Link {
     }
 
     fn seal(&self, frame: &Frame) -> Result<Vec<u8>, TransportError> {
-        if self.is_closed() {
+        self.seal_checked(frame, false)
+    }
+
+    /// Seals `frame` unless the link is closed; with `closing`, marks it closed in the same
+    /// step. The check is made under the sealer's lock, so nothing is sealed after the close
+    /// message and only one caller gets a close message.
+    fn seal_checked(&self, frame: &Frame, closing: bool) -> Result<Vec<u8>, TransportError> {
+        let mut sealer = match &self.keys {
+            Some((sealer, _)) => match sealer.lock() {
+                Ok(s) => Some(s),
+                Err(_) => return Err(self.fail(TransportError::Closed)),
+            },
+            None => None,
+        };
+        let was_closed = if closing {
+            self.closed.swap(true, Ordering::AcqRel)
+        } else {
+            self.is_closed()
+        };
+        if was_closed {
             return Err(TransportError::Closed);
         }
-        match &self.keys {
-            Some((sealer, _)) => sealer
-                .lock()
-                .map_err(|_| TransportError::Closed)?
-                .seal(&frame.encode()),
+        match sealer.as_mut() {
+            Some(s) => s.seal(&frame.encode()),
             None => Ok(frame.encode()),
         }
     }
@@ -127,9 +143,7 @@ impl Link {
     /// # Errors
     /// [`TransportError::Closed`] if it already was.
     pub fn close(&self) -> Result<Vec<u8>, TransportError> {
-        let sealed = self.seal(&Control::Close.encode());
-        self.closed.store(true, Ordering::Release);
-        sealed
+        self.seal_checked(&Control::Close.encode(), true)
     }
 
     /// Measured quality.
@@ -311,6 +325,25 @@ mod tests {
         assert_eq!(b.fail(TransportError::Timeout), TransportError::Timeout);
         assert!(b.is_closed());
         assert_eq!(b.receive(&m, Duration::ZERO), Err(TransportError::Closed));
+    }
+
+    #[test]
+    fn of_closes_racing_on_threads_exactly_one_gets_the_close_message() {
+        for (a, b) in [pair(false), (Link::plain(), Link::plain())] {
+            let got: Vec<Result<Vec<u8>, TransportError>> = std::thread::scope(|s| {
+                let racers: Vec<_> = (0..8).map(|_| s.spawn(|| a.close())).collect();
+                racers.into_iter().map(|r| r.join().unwrap()).collect()
+            });
+            let sealed: Vec<_> = got.iter().filter_map(|r| r.as_ref().ok()).collect();
+            assert_eq!(sealed.len(), 1, "{got:?}");
+            assert_eq!(
+                got.iter()
+                    .filter(|r| **r == Err(TransportError::Closed))
+                    .count(),
+                7
+            );
+            assert_eq!(b.receive(sealed[0], Duration::ZERO), Ok(Incoming::Closed));
+        }
     }
 
     #[test]
