@@ -12,7 +12,7 @@ use mesh_dht::{Record, RecordPayload, RecordStore, StoreConfig};
 
 use crate::timing::{Measurement, measure};
 
-const NOW: UnixMillis = UnixMillis(1_000_000);
+pub(crate) const NOW: UnixMillis = UnixMillis(1_000_000);
 
 fn signed(author: &Identity, name: &str, len: usize) -> Vec<u8> {
     Record::sign(
@@ -30,7 +30,7 @@ fn signed(author: &Identity, name: &str, len: usize) -> Vec<u8> {
 }
 
 /// The flood cases: (name, store prepared so the STORE is refused, sender, bytes).
-fn cases() -> Vec<(&'static str, RecordStore, Identity, Vec<u8>)> {
+pub(crate) fn cases() -> Vec<(&'static str, RecordStore, Identity, Vec<u8>)> {
     let flooder = Identity::from_seed(&[9; 32]);
     let record = signed(&flooder, "flood", 1024);
     // Rate: the sender used its 100 STOREs of this minute.

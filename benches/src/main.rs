@@ -6,6 +6,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod blob;
+mod count;
 mod crypto;
 mod dht;
 mod latency;
@@ -74,6 +75,8 @@ fn main() -> ExitCode {
         }
         // Internal: one peak-memory measurement of the blob suite, in a process of its own.
         "blob-peak" => return blob_peak(&args),
+        // Internal: one operation for the instruction-count guard, run under callgrind.
+        "count" => return count_op(&args),
         "dht" => {
             report_baseline(
                 &mut extra,
@@ -124,6 +127,40 @@ fn main() -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// `count --list` prints the counted operations, one per line; `count OP N` runs `OP` once
+/// (warm-up), then `N` times inside the region callgrind counts. Fails if the op did not do its
+/// work.
+fn count_op(args: &[String]) -> ExitCode {
+    match args.get(1).map(String::as_str) {
+        Some("--list") => {
+            for (name, _) in count::OPS {
+                println!("{name}");
+            }
+            ExitCode::SUCCESS
+        }
+        Some(name) => {
+            let Some(n) = args.get(2).and_then(|n| n.parse::<u32>().ok()) else {
+                eprintln!("usage: mesh-bench count --list | count OP ITERATIONS");
+                return ExitCode::from(2);
+            };
+            let Some(mut op) = count::prepare(name) else {
+                eprintln!("unknown operation {name:?}; see mesh-bench count --list");
+                return ExitCode::from(2);
+            };
+            if op() && count::instruction_counted_region(&mut op, n) {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("{name}: the operation failed");
+                ExitCode::FAILURE
+            }
+        }
+        None => {
+            eprintln!("usage: mesh-bench count --list | count OP ITERATIONS");
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// Measures and prints the memory per tracked peer, recording it for the JSON report.

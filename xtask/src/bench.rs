@@ -134,8 +134,8 @@ fn extra_tables(ours: &Value) -> String {
 pub(crate) const SUITES: &[&str] = &["crypto", "storage", "blob", "dht", "transport", "latency"];
 /// The recorded ratios `--compare` checks against (`--record` rewrites it).
 const RECORDED: &str = "benches/recorded.json";
-/// A ratio that grew by more than this is a regression.
-const THRESHOLD: f64 = 0.10;
+/// A ratio (or instruction count) that grew by more than this is a regression.
+pub(crate) const THRESHOLD: f64 = 0.10;
 
 /// The suites named in `args` (flags aside), or every suite.
 pub(crate) fn parse_suites(args: &[&str]) -> Result<Vec<String>, String> {
@@ -171,22 +171,22 @@ fn ratios(c: &Ci, suite: &str) -> Result<Vec<(String, f64)>, String> {
         .collect())
 }
 
-/// One operation's ratio now against the recorded one.
+/// One operation's measure (a time ratio, an instruction count) now against the recorded one.
 #[derive(Debug, Clone, PartialEq)]
-struct Change {
-    suite: String,
-    operation: String,
-    recorded: Option<f64>,
-    now: f64,
+pub(crate) struct Change {
+    pub(crate) suite: String,
+    pub(crate) operation: String,
+    pub(crate) recorded: Option<f64>,
+    pub(crate) now: f64,
 }
 
 impl Change {
     /// How much the ratio grew (positive: slower relative to the baseline).
-    fn growth(&self) -> Option<f64> {
+    pub(crate) fn growth(&self) -> Option<f64> {
         self.recorded.map(|r| self.now / r - 1.0)
     }
 
-    fn regressed(&self) -> bool {
+    pub(crate) fn regressed(&self) -> bool {
         self.growth().is_some_and(|g| g > THRESHOLD)
     }
 }
@@ -236,7 +236,7 @@ pub(crate) fn compare_recorded(
         }
         all.extend(changes(&recorded, suite, &now));
     }
-    let table = change_table(&all);
+    let table = change_table(&all, "ours/baseline", |r| format!("{r:.3}"));
     println!("{table}");
     let regressed: Vec<String> = all
         .iter()
@@ -247,13 +247,7 @@ pub(crate) fn compare_recorded(
         for ch in &all {
             recorded["suites"][&ch.suite][&ch.operation] = serde_json::json!(ch.now);
         }
-        let rev = Command::new("git")
-            .args(["rev-parse", "--short", "HEAD"])
-            .current_dir(&c.root)
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_default();
-        recorded["recorded_at_commit"] = serde_json::json!(rev);
+        recorded["recorded_at_commit"] = serde_json::json!(head_commit(c));
         recorded["what"] = serde_json::json!(
             "ours / baseline time per operation, same run, release build (cargo xtask bench --compare --record)"
         );
@@ -274,13 +268,29 @@ pub(crate) fn compare_recorded(
     }
 }
 
-fn change_table(all: &[Change]) -> String {
-    let mut t = String::from(
-        "| suite | operation | recorded ours/baseline | now | change | verdict |\n|---|---|---:|---:|---:|---|\n",
+/// The short hash of the checked-out commit (empty if git cannot tell).
+pub(crate) fn head_commit(c: &Ci) -> String {
+    Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(&c.root)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// A markdown table of `all`; `measure` names the column (e.g. "ours/baseline") and `show`
+/// formats a value of it.
+pub(crate) fn change_table(all: &[Change], measure: &str, show: impl Fn(f64) -> String) -> String {
+    let mut t = format!(
+        "| suite | operation | recorded {measure} | now | change | verdict |\n|---|---|---:|---:|---:|---|\n",
     );
     for ch in all {
         let (rec, growth) = match (ch.recorded, ch.growth()) {
-            (Some(r), Some(g)) => (format!("{r:.3}"), format!("{:+.1}%", g * 100.0)),
+            // Rounded first, so that a change too small to show is "+0.0%", never "-0.0%".
+            (Some(r), Some(g)) => (
+                show(r),
+                format!("{:+.1}%", (g * 1000.0).round() / 10.0 + 0.0),
+            ),
             _ => ("-".into(), "-".into()),
         };
         let verdict = match ch.growth() {
@@ -291,8 +301,10 @@ fn change_table(all: &[Change]) -> String {
         };
         let _ = writeln!(
             t,
-            "| {} | {} | {rec} | {:.3} | {growth} | {verdict} |",
-            ch.suite, ch.operation, ch.now
+            "| {} | {} | {rec} | {} | {growth} | {verdict} |",
+            ch.suite,
+            ch.operation,
+            show(ch.now)
         );
     }
     t
@@ -384,7 +396,7 @@ mod tests {
             !c[2].regressed() && c[2].recorded.is_none(),
             "unrecorded is not"
         );
-        let t = change_table(&c);
+        let t = change_table(&c, "ours/baseline", |r| format!("{r:.3}"));
         assert!(
             t.contains("| crypto | seal | 1.000 | 1.110 | +11.0% | REGRESSION |"),
             "{t}"
@@ -395,7 +407,9 @@ mod tests {
         );
         assert!(t.contains("new (not recorded)"), "{t}");
         let faster = changes(&recorded, "crypto", &[("seal".to_string(), 0.8)]);
-        assert!(change_table(&faster).contains("| faster |"));
+        assert!(
+            change_table(&faster, "ours/baseline", |r| format!("{r:.3}")).contains("| faster |")
+        );
     }
 
     #[test]

@@ -12,6 +12,8 @@
 //! - `bench SUITE [--quick]`: a benchmark suite and its same-run baseline, with ratios.
 //! - `bench --compare [--record] [SUITE ...]`: every suite's ratios against the recorded ones
 //!   (`benches/recorded.json`), flagging regressions over 10%.
+//! - `bench --instructions [--record]`: CPU instructions per operation under callgrind against
+//!   the recorded counts (`benches/instructions.json`), flagging growth over 10% (a CI step).
 //! - `coverage [--min PERCENT]`: line coverage of the native tests per crate (cargo-llvm-cov).
 //! - `fuzz [--time S] [--no-merge] [--dev] [TARGET ...]`: every libFuzzer target for S seconds, with a
 //!   report of executions and findings per target.
@@ -26,6 +28,7 @@ mod bench;
 mod coverage;
 mod ffi;
 mod fuzz;
+mod instructions;
 mod placeholders;
 mod steps;
 mod web;
@@ -36,7 +39,7 @@ use std::process::ExitCode;
 use steps::{Ci, Outcome};
 
 const USAGE: &str =
-    "usage: cargo xtask <ci | setup | test-wasm | web | e2e | bindings | interop | bench SUITE [--quick] | bench --compare [--record] [SUITE..] | fuzz [--time S] [--no-merge] [--dev] [TARGET..] | coverage [--min P] | sim dht|gossip|gossip-scale|scale [FLAGS] | vectors>
+    "usage: cargo xtask <ci | setup | test-wasm | web | e2e | bindings | interop | bench SUITE [--quick] | bench --compare [--record] [SUITE..] | bench --instructions [--record] | fuzz [--time S] [--no-merge] [--dev] [TARGET..] | coverage [--min P] | sim dht|gossip|gossip-scale|scale [FLAGS] | vectors>
   ci          install what is missing, run every check, print a summary (the CI entry point)
   setup       only install: wasm32 target, chromium + chromedriver, wasm-bindgen-cli, cargo-deny, promtool,
               the Python venv with PyNaCl and aiortc, the offline advisory database
@@ -53,6 +56,11 @@ const USAGE: &str =
               run the suites (all, or those named) and compare each ours/baseline ratio with
               benches/recorded.json: a ratio over 10% higher is a regression (confirmed by a second run);
               --record stores this run's ratios instead
+  bench --instructions
+              count the CPU instructions of each operation of `mesh-bench count` under valgrind's
+              callgrind (installs valgrind; dev build) and compare with benches/instructions.json: a
+              count over 10% higher is a regression (counts do not depend on the machine's load);
+              --record stores this run's counts instead
   coverage    the native tests and mesh-ffi's Python tests under cargo-llvm-cov (installs llvm-tools and
               cargo-llvm-cov): line coverage per crate in target/xtask/coverage.md, HTML in
               target/llvm-cov-target/llvm-cov/html; fails below --min (default 0)
@@ -106,6 +114,20 @@ fn main() -> ExitCode {
         ["interop"] => {
             ci.setup_python();
             ci.interop();
+        }
+        ["bench", "--instructions", rest @ ..] => {
+            let record = match rest {
+                [] => false,
+                ["--record"] => true,
+                _ => {
+                    eprintln!("unknown arguments {rest:?}\n{USAGE}");
+                    return ExitCode::from(2);
+                }
+            };
+            ci.setup_step(instructions::VALGRIND, instructions::setup);
+            ci.step("bench --instructions (callgrind)", |c| {
+                instructions::run(c, record)
+            });
         }
         ["bench", "--compare", rest @ ..] => {
             let suites = match bench::parse_suites(rest) {

@@ -144,7 +144,11 @@ impl Ci {
             .is_some_and(|r| r.result.is_ok())
     }
 
-    fn setup_step(&mut self, name: &str, f: impl FnOnce(&mut Self) -> Result<Outcome, String>) {
+    pub(crate) fn setup_step(
+        &mut self,
+        name: &str,
+        f: impl FnOnce(&mut Self) -> Result<Outcome, String>,
+    ) {
         if !self.step(name, f) {
             self.failed_setup.push(name.to_string());
         }
@@ -219,7 +223,7 @@ impl Ci {
     }
 
     /// Installs Debian packages (as root, non-interactive, no recommends).
-    fn apt_install(&mut self, packages: &[&str]) -> Result<Outcome, String> {
+    pub(crate) fn apt_install(&mut self, packages: &[&str]) -> Result<Outcome, String> {
         let env = [("DEBIAN_FRONTEND", "noninteractive")];
         self.run("apt-get", &["update", "-q"], &env)?;
         let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
@@ -267,6 +271,7 @@ impl Ci {
             c.apt_install(&["prometheus"])
         });
         self.setup_step("advisory database", Self::advisory_db);
+        self.setup_step(crate::instructions::VALGRIND, crate::instructions::setup);
         self.setup_step(CARGO_FUZZ, |c| {
             // libfuzzer-sys compiles libFuzzer's C++ sources.
             if tool_version("c++", &["--version"]).is_none() {
@@ -546,6 +551,12 @@ impl Ci {
                 )
             })
         });
+        // The regression guard that means something on a shared machine: instruction counts.
+        self.step_needing(
+            "bench --instructions (callgrind, dev build)",
+            &[crate::instructions::VALGRIND],
+            |c| crate::instructions::run(c, false),
+        );
         // Every fuzz target briefly, from its committed corpus and seeds: the harnesses build
         // and run under libFuzzer (their corpora and crash reproducers also replay in the
         // native tests). Dev profile: it builds in about half the time of the release
