@@ -176,6 +176,19 @@ fn protected(net: &mut Net, guardians: &[usize], k: u8, now: UnixMillis) -> SetI
     set
 }
 
+/// Owner 0, guardian 1 (configured `guardian`) and device 2 (configured `device`), the owner's
+/// key [`protected`] at `T0` by guardian 1 alone, one of one, and no request made yet. Returns
+/// the net, the set and guardian 1 as the list a device asks, `net.list(&[1])`.
+fn one_guardian(
+    guardian: RecoveryConfig,
+    device: RecoveryConfig,
+) -> (Net, SetId, Vec<(PeerId, String)>) {
+    let mut net = Net::new(&[RecoveryConfig::default(), guardian, device]);
+    let set = protected(&mut net, &[1], 1, T0);
+    let one = net.list(&[1]);
+    (net, set, one)
+}
+
 /// An owner-signed set dealing `secret` `k` of `guardians`, and each guardian's sealed share.
 fn deal(
     owner: &Identity,
@@ -764,14 +777,8 @@ fn a_guardian_keeps_at_most_max_sets_per_owner_and_the_oldest_goes() {
 
 #[test]
 fn a_revocation_deletes_the_share_and_answers_held_requests_with_no_share() {
-    let mut net = Net::new(&[
-        RecoveryConfig::default(),
-        guardian_config(),
-        RecoveryConfig::default(),
-    ]);
+    let (mut net, set, one) = one_guardian(guardian_config(), RecoveryConfig::default());
     let (owner, guardian) = (net.peer(0), net.peer(1));
-    let set = protected(&mut net, &[1], 1, T0);
-    let one = net.list(&[1]);
     net.nodes[2].recover(owner, &one, None, at(1)).unwrap();
     let events = net.run(at(1));
     assert!(matches!(
@@ -849,14 +856,8 @@ fn a_guardian_remembers_at_most_max_revoked_revocations_forgetting_the_oldest() 
 
 #[test]
 fn a_guardian_answers_no_share_for_an_owner_or_set_it_does_not_hold() {
-    let mut net = Net::new(&[
-        RecoveryConfig::default(),
-        guardian_config(),
-        RecoveryConfig::default(),
-    ]);
+    let (mut net, _, one) = one_guardian(guardian_config(), RecoveryConfig::default());
     let (owner, guardian) = (net.peer(0), net.peer(1));
-    protected(&mut net, &[1], 1, T0);
-    let one = net.list(&[1]);
     net.nodes[2]
         .recover(owner, &one, Some([7; 32]), at(1))
         .unwrap();
@@ -907,14 +908,8 @@ fn an_approved_request_is_released_when_the_waiting_period_ends() {
         min_wait_ms: 10_000,
         ..RecoveryConfig::default()
     };
-    let mut net = Net::new(&[
-        RecoveryConfig::default(),
-        waiting,
-        RecoveryConfig::default(),
-    ]);
+    let (mut net, _, one) = one_guardian(waiting, RecoveryConfig::default());
     let (owner, guardian, device) = (net.peer(0), net.peer(1), net.peer(2));
-    protected(&mut net, &[1], 1, T0);
-    let one = net.list(&[1]);
     let codes = net.nodes[2].recover(owner, &one, None, at(1)).unwrap();
     let events = net.run(at(1));
     let rid = request_id(&net.requests(2)[0], at(1));
@@ -978,14 +973,8 @@ fn without_approval_a_share_is_released_after_the_waiting_period_alone() {
         min_wait_ms: 5000,
         ..RecoveryConfig::default()
     };
-    let mut net = Net::new(&[
-        RecoveryConfig::default(),
-        waiting,
-        RecoveryConfig::default(),
-    ]);
+    let (mut net, _, one) = one_guardian(waiting, RecoveryConfig::default());
     let (owner, guardian, device) = (net.peer(0), net.peer(1), net.peer(2));
-    protected(&mut net, &[1], 1, T0);
-    let one = net.list(&[1]);
     net.nodes[2].recover(owner, &one, None, at(1)).unwrap();
     let events = net.run(at(1));
     assert!(of(&events, 1).is_empty(), "no approval asked");
@@ -1023,10 +1012,8 @@ fn a_request_that_expires_during_the_waiting_period_is_not_released() {
         request_validity_ms: 10_000,
         ..RecoveryConfig::default()
     };
-    let mut net = Net::new(&[RecoveryConfig::default(), waiting, short]);
+    let (mut net, _, one) = one_guardian(waiting, short);
     let (owner, device) = (net.peer(0), net.peer(2));
-    protected(&mut net, &[1], 1, T0);
-    let one = net.list(&[1]);
     net.nodes[2].recover(owner, &one, None, at(1)).unwrap();
     net.run(at(1));
     net.nodes[1].tick(at(20_001));
@@ -1103,14 +1090,8 @@ fn a_guardian_releases_at_most_releases_per_day_shares_of_an_owner() {
 
 #[test]
 fn a_new_request_from_a_device_replaces_its_unapproved_one_and_the_old_is_a_replay() {
-    let mut net = Net::new(&[
-        RecoveryConfig::default(),
-        guardian_config(),
-        RecoveryConfig::default(),
-    ]);
+    let (mut net, _, one) = one_guardian(guardian_config(), RecoveryConfig::default());
     let (owner, device) = (net.peer(0), net.peer(2));
-    protected(&mut net, &[1], 1, T0);
-    let one = net.list(&[1]);
     net.nodes[2].recover(owner, &one, None, at(1)).unwrap();
     net.run(at(1));
     net.nodes[2].recover(owner, &one, None, at(2)).unwrap();
@@ -1139,14 +1120,8 @@ fn a_device_with_an_approved_request_waiting_is_busy_for_another() {
         min_wait_ms: 60_000,
         ..RecoveryConfig::default()
     };
-    let mut net = Net::new(&[
-        RecoveryConfig::default(),
-        waiting,
-        RecoveryConfig::default(),
-    ]);
+    let (mut net, _, one) = one_guardian(waiting, RecoveryConfig::default());
     let (owner, guardian, device) = (net.peer(0), net.peer(1), net.peer(2));
-    protected(&mut net, &[1], 1, T0);
-    let one = net.list(&[1]);
     net.nodes[2].recover(owner, &one, None, at(1)).unwrap();
     net.run(at(1));
     let r1 = request_id(&net.requests(2)[0], at(1));
@@ -1218,14 +1193,8 @@ fn a_guardian_is_busy_beyond_max_pending_requests_or_max_seen_ids() {
 
 #[test]
 fn a_repeated_request_hears_pending_then_its_denial_again() {
-    let mut net = Net::new(&[
-        RecoveryConfig::default(),
-        guardian_config(),
-        RecoveryConfig::default(),
-    ]);
+    let (mut net, _, one) = one_guardian(guardian_config(), RecoveryConfig::default());
     let (owner, guardian) = (net.peer(0), net.peer(1));
-    protected(&mut net, &[1], 1, T0);
-    let one = net.list(&[1]);
     net.nodes[2].recover(owner, &one, None, at(1)).unwrap();
     net.run(at(1));
     let request = net.requests(2)[0].clone();
