@@ -24,6 +24,12 @@ use tokio::time::timeout;
 
 type MemPool = Pool<MemoryTransport<TokioRuntime>, TokioRuntime>;
 
+/// A memory network and `N` fresh identities.
+fn net_and_ids<const N: usize>() -> (Arc<MemoryNetwork<TokioRuntime>>, [Arc<Identity>; N]) {
+    let net = MemoryNetwork::new(TokioRuntime::current(), LinkConfig::default());
+    (net, std::array::from_fn(|_| Arc::new(Identity::generate())))
+}
+
 fn pool(net: &Arc<MemoryNetwork<TokioRuntime>>, id: &Arc<Identity>, address: &str) -> MemPool {
     let t = net.transport(Arc::clone(id), address).unwrap();
     let p = Pool::new(t, TokioRuntime::current(), id.peer_id(), address);
@@ -40,11 +46,7 @@ async fn next(rx: &mut Receiver<Incoming>) -> Incoming {
 
 #[tokio::test]
 async fn frames_reach_the_subscribed_protocol_over_one_link() {
-    let net = MemoryNetwork::new(TokioRuntime::current(), LinkConfig::default());
-    let (alice, bob) = (
-        Arc::new(Identity::generate()),
-        Arc::new(Identity::generate()),
-    );
+    let (net, [alice, bob]) = net_and_ids();
     let pa = pool(&net, &alice, "mem:alice");
     let pb = pool(&net, &bob, "mem:bob");
     let mut bob_dht = pb.subscribe(ProtocolId::DHT);
@@ -92,12 +94,7 @@ async fn frames_reach_the_subscribed_protocol_over_one_link() {
 
 #[tokio::test]
 async fn without_a_link_or_an_address_sending_fails_and_a_closed_link_is_redialled() {
-    let net = MemoryNetwork::new(TokioRuntime::current(), LinkConfig::default());
-    let (alice, bob, carol) = (
-        Arc::new(Identity::generate()),
-        Arc::new(Identity::generate()),
-        Arc::new(Identity::generate()),
-    );
+    let (net, [alice, bob, carol]) = net_and_ids();
     let pa = pool(&net, &alice, "mem:alice");
     let pb = pool(&net, &bob, "mem:bob");
     let mut bob_dht = pb.subscribe(ProtocolId::DHT);
@@ -124,11 +121,7 @@ async fn without_a_link_or_an_address_sending_fails_and_a_closed_link_is_rediall
 
 #[tokio::test]
 async fn concurrent_sends_share_one_dial_and_crossed_dials_settle_on_one_link() {
-    let net = MemoryNetwork::new(TokioRuntime::current(), LinkConfig::default());
-    let (alice, bob) = (
-        Arc::new(Identity::generate()),
-        Arc::new(Identity::generate()),
-    );
+    let (net, [alice, bob]) = net_and_ids();
     let pa = pool(&net, &alice, "mem:alice");
     let pb = pool(&net, &bob, "mem:bob");
     let mut bob_dht = pb.subscribe(ProtocolId::DHT);
@@ -174,11 +167,7 @@ async fn concurrent_sends_share_one_dial_and_crossed_dials_settle_on_one_link() 
 
 #[tokio::test]
 async fn dial_opens_one_link_without_a_frame_and_a_failed_dial_can_be_retried() {
-    let net = MemoryNetwork::new(TokioRuntime::current(), LinkConfig::default());
-    let (alice, bob) = (
-        Arc::new(Identity::generate()),
-        Arc::new(Identity::generate()),
-    );
+    let (net, [alice, bob]) = net_and_ids();
     let pa = pool(&net, &alice, "mem:alice");
     // Bob is not there yet: the dial fails, and leaves nothing behind that blocks a retry.
     assert!(pa.dial(bob.peer_id(), "mem:bob").await.is_err());
@@ -284,11 +273,7 @@ async fn one_pool_over_two_transports_dials_each_by_address_and_accepts_from_bot
 
 #[tokio::test]
 async fn watchers_wake_when_a_link_comes_up_its_address_is_known_and_it_goes_down() {
-    let net = MemoryNetwork::new(TokioRuntime::current(), LinkConfig::default());
-    let (alice, bob) = (
-        Arc::new(Identity::generate()),
-        Arc::new(Identity::generate()),
-    );
+    let (net, [alice, bob]) = net_and_ids();
     let pa = pool(&net, &alice, "mem:alice");
     let pb = pool(&net, &bob, "mem:bob");
     let mut changes = pb.watch_links();
@@ -332,11 +317,7 @@ async fn watchers_wake_when_a_link_comes_up_its_address_is_known_and_it_goes_dow
 
 #[tokio::test]
 async fn a_shut_down_pool_takes_no_more_links_and_close_link_forces_a_new_dial() {
-    let net = MemoryNetwork::new(TokioRuntime::current(), LinkConfig::default());
-    let (alice, bob) = (
-        Arc::new(Identity::generate()),
-        Arc::new(Identity::generate()),
-    );
+    let (net, [alice, bob]) = net_and_ids();
     let pa = pool(&net, &alice, "mem:alice");
     let pb = pool(&net, &bob, "mem:bob");
     let mut bob_dht = pb.subscribe(ProtocolId::DHT);
@@ -386,12 +367,7 @@ fn f(n: u8) -> Frame {
 
 #[tokio::test]
 async fn a_stopped_pool_dials_no_one_but_keeps_its_open_links_until_closed() {
-    let net = MemoryNetwork::new(TokioRuntime::current(), LinkConfig::default());
-    let (alice, bob, carol) = (
-        Arc::new(Identity::generate()),
-        Arc::new(Identity::generate()),
-        Arc::new(Identity::generate()),
-    );
+    let (net, [alice, bob, carol]) = net_and_ids();
     let pa = pool(&net, &alice, "mem:alice");
     let pb = pool(&net, &bob, "mem:bob");
     let _pc = pool(&net, &carol, "mem:carol");
@@ -420,12 +396,7 @@ async fn a_stopped_pool_dials_no_one_but_keeps_its_open_links_until_closed() {
 
 #[tokio::test]
 async fn a_spawned_send_needs_a_permit_and_gives_it_back_however_it_ends() {
-    let net = MemoryNetwork::new(TokioRuntime::current(), LinkConfig::default());
-    let (alice, bob, nobody) = (
-        Arc::new(Identity::generate()),
-        Arc::new(Identity::generate()),
-        Arc::new(Identity::generate()),
-    );
+    let (net, [alice, bob, nobody]) = net_and_ids();
     let pa = pool(&net, &alice, "mem:alice");
     let pb = pool(&net, &bob, "mem:bob");
     let mut bob_dht = pb.subscribe(ProtocolId::DHT);
@@ -642,11 +613,7 @@ async fn of_two_links_one_peer_dialed_over_different_transports_the_higher_kind_
 
 #[tokio::test]
 async fn a_peer_whose_peer_info_does_not_parse_loses_its_link() {
-    let net = MemoryNetwork::new(TokioRuntime::current(), LinkConfig::default());
-    let (x, y) = (
-        Arc::new(Identity::generate()),
-        Arc::new(Identity::generate()),
-    );
+    let (net, [x, y]) = net_and_ids();
     let px = pool(&net, &x, "mem:x");
     // Y is no pool: it dials by hand and sends a peer-info frame of an unknown version.
     let ty = net.transport(Arc::clone(&y), "mem:y").unwrap();
@@ -670,11 +637,7 @@ async fn a_peer_whose_peer_info_does_not_parse_loses_its_link() {
 
 #[tokio::test]
 async fn frames_for_a_subscriber_that_went_away_are_counted_as_dropped() {
-    let net = MemoryNetwork::new(TokioRuntime::current(), LinkConfig::default());
-    let (x, y) = (
-        Arc::new(Identity::generate()),
-        Arc::new(Identity::generate()),
-    );
+    let (net, [x, y]) = net_and_ids();
     let px = pool(&net, &x, "mem:x");
     // Y advertises no address: X links with it but cannot dial it back.
     let py = Pool::new(
