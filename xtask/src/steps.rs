@@ -57,6 +57,8 @@ struct StepResult {
     result: Result<Outcome, String>,
     elapsed: Duration,
     tests: Counts,
+    /// Tests that failed in this step, each with where and why it panicked.
+    failures: Vec<String>,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -70,6 +72,7 @@ pub(crate) struct Ci {
     pub(crate) root: PathBuf,
     results: Vec<StepResult>,
     current: Counts,
+    failures: Failures,
     failed_setup: Vec<String>,
 }
 
@@ -79,6 +82,7 @@ impl Ci {
             root,
             results: Vec::new(),
             current: Counts::default(),
+            failures: Failures::default(),
             failed_setup: Vec::new(),
         }
     }
@@ -99,6 +103,7 @@ impl Ci {
     ) -> bool {
         eprintln!("\n==> {name}");
         self.current = Counts::default();
+        self.failures = Failures::default();
         let start = Instant::now();
         let result = f(self);
         let elapsed = start.elapsed();
@@ -111,6 +116,7 @@ impl Ci {
             result,
             elapsed,
             tests: self.current,
+            failures: std::mem::take(&mut self.failures).into_lines(),
         });
         ok
     }
@@ -182,6 +188,7 @@ impl Ci {
                     self.current.passed += p;
                     self.current.failed += f;
                 }
+                self.failures.read(&line);
             }
         }
         let status = child.wait().map_err(|e| e.to_string())?;
@@ -859,12 +866,82 @@ impl Ci {
             total.as_secs_f64() / 60.0
         );
         let _ = writeln!(out, "tests: {passed} passed, {failed} failed");
+        for r in self.results.iter().filter(|r| !r.failures.is_empty()) {
+            let _ = writeln!(out, "failed in {}:", r.name);
+            for f in &r.failures {
+                let _ = writeln!(out, "  {f}");
+            }
+        }
         print!("{out}");
         if steps_failed == 0 {
             ExitCode::SUCCESS
         } else {
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The failing tests of a libtest run, read line by line from its output: each `test NAME ...
+/// FAILED` line, and from the `---- NAME stdout ----` section that follows, where the test
+/// panicked and the panic's first line (so a CI log cut short still names the failure).
+#[derive(Default)]
+struct Failures {
+    /// (test name, panic location and message once read).
+    tests: Vec<(String, Option<String>)>,
+    /// The test whose output section is being read, and the panic location once seen.
+    section: Option<(String, Option<String>)>,
+}
+
+impl Failures {
+    /// Longest panic message kept, in characters.
+    const MESSAGE: usize = 240;
+
+    fn read(&mut self, line: &str) {
+        if let Some(name) = line
+            .strip_prefix("test ")
+            .and_then(|l| l.strip_suffix(" ... FAILED"))
+        {
+            if !self.tests.iter().any(|(n, _)| n == name) {
+                self.tests.push((name.to_string(), None));
+            }
+            return;
+        }
+        if let Some(name) = line
+            .strip_prefix("---- ")
+            .and_then(|l| l.strip_suffix(" stdout ----"))
+        {
+            self.section = Some((name.to_string(), None));
+            return;
+        }
+        let Some((name, at)) = &mut self.section else {
+            return;
+        };
+        match at {
+            None => {
+                if let Some((_, place)) = line.split_once("' panicked at ") {
+                    *at = Some(place.trim_end_matches(':').to_string());
+                }
+            }
+            Some(place) => {
+                let message: String = line.trim().chars().take(Self::MESSAGE).collect();
+                let why = format!("panicked at {place}: {message}");
+                match self.tests.iter_mut().find(|(n, _)| n == name) {
+                    Some((_, slot)) => *slot = Some(why),
+                    None => self.tests.push((name.clone(), Some(why))),
+                }
+                self.section = None;
+            }
+        }
+    }
+
+    fn into_lines(self) -> Vec<String> {
+        self.tests
+            .into_iter()
+            .map(|(name, why)| match why {
+                Some(why) => format!("{name}: {why}"),
+                None => name,
+            })
+            .collect()
     }
 }
 
@@ -925,6 +1002,59 @@ mod tests {
             Some((3, 2))
         );
         assert_eq!(parse_test_result("running 3 tests"), None);
+    }
+
+    #[test]
+    fn names_failing_tests_with_where_and_why_they_panicked() {
+        let output = "\
+running 3 tests
+test pool::dials ... ok
+test pool::closes ... FAILED
+test link::waits ... FAILED
+
+failures:
+
+---- pool::closes stdout ----
+
+thread 'pool::closes' panicked at crates/x/tests/pool.rs:10:5:
+assertion `left == right` failed: the close message
+  left: 1
+ right: 2
+note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace
+
+---- link::waits stdout ----
+some output of the test
+
+failures:
+    link::waits
+    pool::closes
+
+test result: FAILED. 1 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out
+";
+        let mut f = Failures::default();
+        for line in output.lines() {
+            f.read(line);
+        }
+        assert_eq!(
+            f.into_lines(),
+            vec![
+                "pool::closes: panicked at crates/x/tests/pool.rs:10:5: \
+                 assertion `left == right` failed: the close message"
+                    .to_string(),
+                // No panic line in its section (e.g. a timeout): the name alone.
+                "link::waits".to_string(),
+            ]
+        );
+        let mut long = Failures::default();
+        long.read("test t ... FAILED");
+        long.read("---- t stdout ----");
+        long.read("thread 't' panicked at a.rs:1:1:");
+        long.read(&"x".repeat(1000));
+        let line = long.into_lines().remove(0);
+        assert_eq!(
+            line.len(),
+            "t: panicked at a.rs:1:1: ".len() + Failures::MESSAGE
+        );
     }
 
     #[test]
