@@ -43,16 +43,36 @@ async fn crash_loop(backend: &str, seed: u64) {
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        // Kill at a random moment: sometimes while opening, mostly while writing.
+        // Kill at a random moment: sometimes while opening, mostly while writing. Every
+        // fifth round counts its delay from the first acknowledged batch rather than from the
+        // start, so that kills in the middle of writing happen however slow the machine is to
+        // start the writer and open its store.
         let delay = Duration::from_millis(rng.next() % 150);
+        let after_first_ack = round % 5 == 4;
         let mut last_ack: Option<u64> = None;
-        let deadline = tokio::time::sleep(delay);
+        let deadline = tokio::time::sleep(if after_first_ack {
+            // Waiting for the first batch: bounded, a writer that never acknowledges fails.
+            Duration::from_secs(60)
+        } else {
+            delay
+        });
         tokio::pin!(deadline);
         loop {
             tokio::select! {
-                () = &mut deadline => break,
+                () = &mut deadline => {
+                    assert!(
+                        !after_first_ack || last_ack.is_some(),
+                        "{backend} round {round}: no batch acknowledged in 60 s"
+                    );
+                    break;
+                }
                 line = lines.next_line() => match line.unwrap() {
-                    Some(l) if l.starts_with("ack ") => last_ack = Some(l[4..].parse().unwrap()),
+                    Some(l) if l.starts_with("ack ") => {
+                        if after_first_ack && last_ack.is_none() {
+                            deadline.as_mut().reset(tokio::time::Instant::now() + delay);
+                        }
+                        last_ack = Some(l[4..].parse().unwrap());
+                    }
                     Some(_) => {}
                     None => panic!("{backend}: writer exited early in round {round}: {:?}", child.wait().await),
                 },

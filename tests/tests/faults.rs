@@ -544,6 +544,14 @@ fn blob_writes_survive_sigkill() {
                 std::thread::spawn(move || write_blobs(&dir, seed, &killing, &log))
             })
             .collect();
+        // Kill at a random moment; every other round, a random moment after the first
+        // acknowledged write, so that some kills land among writes however slow the machine
+        // is to start the clients.
+        if round % 2 == 1 {
+            wait_for("a blob write to be acknowledged", WAIT, || {
+                log.lock().unwrap().iter().any(|w| w.acked.is_some())
+            });
+        }
         sleep(Duration::from_millis(150 + rng.below(1350)));
         killing.store(true, Ordering::SeqCst);
         node.kill9();

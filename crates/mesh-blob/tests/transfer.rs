@@ -99,11 +99,23 @@ impl Node {
     }
 }
 
+/// For tests where every provider answers: a request that times out would be a stall of the
+/// machine, not of the provider, and would make a chunk travel twice (the exact counts below
+/// would break), so the timeout is long.
 fn quick() -> TransferConfig {
     TransferConfig {
-        request_timeout: Duration::from_millis(300),
+        request_timeout: Duration::from_secs(10),
         max_failures: 2,
         ..TransferConfig::default()
+    }
+}
+
+/// For tests where a provider stays silent and the fetch must wait out its timeouts: short
+/// enough to keep the test quick, long against a loaded machine's stalls.
+fn with_silence() -> TransferConfig {
+    TransferConfig {
+        request_timeout: Duration::from_secs(1),
+        ..quick()
     }
 }
 
@@ -277,7 +289,7 @@ async fn a_lying_provider_is_named_and_its_data_refused() {
 async fn a_fetch_resumes_from_the_first_missing_chunk() {
     let net = MemoryNetwork::new(TokioRuntime::current(), LinkConfig::default());
     let a = node(&net, "a", blob_config(), quick()).await;
-    let b = node(&net, "b", blob_config(), quick()).await;
+    let b = node(&net, "b", blob_config(), with_silence()).await;
     let content = data(4, 30 * CHUNK as usize);
     let id = put(&a, &content).await;
     let manifest = Manifest::of(&content, CHUNK).unwrap();
@@ -354,7 +366,16 @@ async fn the_store_refuses_a_blob_over_its_limit_before_any_chunk_travels() {
 }
 
 /// Sends `n` chunk requests at once from a raw peer and counts the answers of each kind.
-async fn flood(net: &Net, target: &Node, address: &str, id: BlobId, n: u32) -> (u32, u32) {
+/// Sends `n` chunk requests at once from a fresh peer at `address` and reads the `answers`
+/// expected: (chunks, busy). Then checks that no more answers come.
+async fn flood(
+    net: &Net,
+    target: &Node,
+    address: &str,
+    id: BlobId,
+    n: u32,
+    answers: u32,
+) -> (u32, u32) {
     let me = Arc::new(Identity::generate());
     let p = pool(net, &me, address);
     let mut rx = p.subscribe(ProtocolId::BLOB);
@@ -369,13 +390,19 @@ async fn flood(net: &Net, target: &Node, address: &str, id: BlobId, n: u32) -> (
         .unwrap();
     }
     let (mut chunks, mut busy) = (0, 0);
-    while let Ok(Some(inc)) = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
+    for _ in 0..answers {
+        let inc = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{chunks} chunks and {busy} busy of {answers} answers"))
+            .unwrap();
         match Message::decode(&inc.payload).unwrap() {
             Message::Response(_, Response::Chunk(..)) => chunks += 1,
             Message::Response(_, Response::Busy) => busy += 1,
             other => panic!("{other:?}"),
         }
     }
+    let more = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await;
+    assert!(more.is_err(), "an answer past the {answers} expected");
     (chunks, busy)
 }
 
@@ -396,15 +423,14 @@ async fn serving_is_limited_per_peer() {
     let id = put(&a, &data(6, 4 * CHUNK as usize)).await;
     // 50 requests at once: 20 pass the rate limit, the rest are dropped unanswered; of those
     // 20, some find two of the peer's requests already in progress and are answered BUSY.
-    let (chunks, busy) = flood(&net, &a, "flooder", id, 50).await;
-    assert_eq!(chunks + busy, 20, "chunks {chunks}, busy {busy}");
+    let (chunks, busy) = flood(&net, &a, "flooder", id, 50, 20).await;
     assert!(chunks >= 2);
     let s = a.service.stats();
     assert_eq!(s.rate_limited, 30);
     assert_eq!(u64::from(busy), s.busy);
     // Another peer has its own allowance.
-    let (chunks2, busy2) = flood(&net, &a, "other", id, 5).await;
-    assert_eq!(chunks2 + busy2, 5);
+    let (chunks2, busy2) = flood(&net, &a, "other", id, 5, 5).await;
+    assert!(chunks2 >= 2, "chunks {chunks2}, busy {busy2}");
 }
 
 #[tokio::test]
@@ -427,7 +453,8 @@ async fn garbage_and_unasked_answers_are_counted_and_ignored() {
         .await
         .unwrap();
     }
-    for _ in 0..50 {
+    // Polled for up to 10 s (a loaded machine may be slow to read them).
+    for _ in 0..500 {
         if a.service.stats().bad_messages == 4 {
             break;
         }
@@ -475,7 +502,7 @@ async fn a_cancelled_fetch_leaves_no_request_behind() {
 async fn shutdown_stops_serving_and_fetching() {
     let net = MemoryNetwork::new(TokioRuntime::current(), LinkConfig::default());
     let a = node(&net, "a", blob_config(), quick()).await;
-    let b = node(&net, "b", blob_config(), quick()).await;
+    let b = node(&net, "b", blob_config(), with_silence()).await;
     let id = put(&a, &data(7, 3 * CHUNK as usize)).await;
     a.service.shutdown();
     // a no longer answers: b's fetch fails (after its retries), nothing served.

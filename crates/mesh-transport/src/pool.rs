@@ -10,13 +10,20 @@
 //! that accepted a link learns from it where to reach the dialer again, and can tell others
 //! (the DHT puts it in its contacts).
 //!
+//! Keepalive: a link silent for [`Keepalive::interval`] is pinged, and one from which nothing
+//! came (no frame, no pong) for [`Keepalive::timeout`] is closed as dead, so that a link whose
+//! other end went away without a word (its close lost, a half-open WebRTC connection, a radio
+//! out of range) does not look open for ever: the node dials again, and gossip pulls on the new
+//! link.
+//!
 //! Limits: [`MAX_CONNECTIONS`] links (more incoming ones are closed at once);
 //! [`INCOMING_QUEUE`] frames waiting per protocol (a full queue stops reading the links that
 //! feed it: backpressure to the senders, not unbounded memory).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use mesh_crypto::PeerId;
 use mesh_platform::runtime::Runtime;
@@ -31,6 +38,30 @@ pub const MAX_CONNECTIONS: usize = 256;
 pub const INCOMING_QUEUE: usize = 1024;
 /// How long the losing one of two links to the same peer is still read before it is closed.
 pub const LOSER_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// When links are pinged and when a silent one is closed ([`Pool::set_keepalive`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalive {
+    /// A link from which nothing came for this long is pinged (checked this often).
+    pub interval: Duration,
+    /// A link from which nothing came for this long (no frame, no pong) is closed as dead.
+    pub timeout: Duration,
+}
+
+impl Default for Keepalive {
+    /// Pinged after 10 s of silence, closed after 45 s: four pings unanswered in a row, so a
+    /// lossy but live link survives (a lost ping is retried on the next check).
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(45),
+        }
+    }
+}
+
+/// `Link::heard` while the link's reader waits to hand a frame on (backpressure): the link is
+/// alive, it is the protocol that is slow, and pongs are not read meanwhile.
+const HANDING_ON: u64 = u64::MAX;
 
 /// A frame that arrived for a subscribed protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +82,9 @@ struct Link<C> {
     serial: u64,
     /// The address the peer advertised.
     address: Arc<Mutex<String>>,
+    /// When a frame last came from it (the runtime's monotonic milliseconds), or
+    /// [`HANDING_ON`].
+    heard: Arc<AtomicU64>,
 }
 
 struct Inner<T: Transport, R: Runtime> {
@@ -68,6 +102,10 @@ struct Inner<T: Transport, R: Runtime> {
     stopped: watch::Sender<bool>,
     /// Bumped whenever a link comes up, goes down, or its peer's address becomes known.
     changes: watch::Sender<u64>,
+    /// None: links are never pinged nor closed for silence.
+    keepalive: Mutex<Option<Keepalive>>,
+    /// Whether the keepalive task runs (started with the first link).
+    keeping_alive: AtomicBool,
 }
 
 /// Runs its closure when dropped.
@@ -140,7 +178,17 @@ impl<T: Transport + 'static, R: Runtime> Pool<T, R> {
                 changes: watch::channel(0).0,
                 dropped: AtomicU64::new(0),
                 stopped: watch::channel(false).0,
+                keepalive: Mutex::new(Some(Keepalive::default())),
+                keeping_alive: AtomicBool::new(false),
             }),
+        }
+    }
+
+    /// Changes when links are pinged and closed for silence (default [`Keepalive::default`]);
+    /// `None` turns it off. Takes effect at the next check.
+    pub fn set_keepalive(&self, keepalive: Option<Keepalive>) {
+        if let Ok(mut k) = self.inner.keepalive.lock() {
+            *k = keepalive;
         }
     }
 
@@ -443,6 +491,8 @@ impl<T: Transport + 'static, R: Runtime> Pool<T, R> {
         conn.send(hello).await?;
         let serial = self.inner.serial.fetch_add(1, Ordering::Relaxed);
         let address = Arc::new(Mutex::new(dialed.unwrap_or_default().to_string()));
+        let heard = Arc::new(AtomicU64::new(self.now_ms()));
+        self.start_keepalive();
         {
             let mut links = self
                 .inner
@@ -494,7 +544,7 @@ impl<T: Transport + 'static, R: Runtime> Pool<T, R> {
                 }));
                 if keep_old {
                     drop(links);
-                    self.spawn_reader(peer, Arc::clone(&conn), None, address);
+                    self.spawn_reader(peer, Arc::clone(&conn), None, address, heard);
                     return self
                         .link(&peer)
                         .map(|(c, _)| c)
@@ -508,12 +558,93 @@ impl<T: Transport + 'static, R: Runtime> Pool<T, R> {
                     dialed: ours,
                     serial,
                     address: Arc::clone(&address),
+                    heard: Arc::clone(&heard),
                 },
             );
         }
         self.changed();
-        self.spawn_reader(peer, Arc::clone(&conn), Some(serial), address);
+        self.spawn_reader(peer, Arc::clone(&conn), Some(serial), address, heard);
         Ok(conn)
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.inner.runtime.monotonic().as_millis()).unwrap_or(u64::MAX - 1)
+    }
+
+    /// Starts the keepalive task once (it holds the pool weakly and ends with it).
+    fn start_keepalive(&self) {
+        if self.inner.keeping_alive.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak = self.downgrade();
+        let runtime = self.inner.runtime.clone();
+        self.inner.runtime.spawn(Box::pin(async move {
+            // Per link (by serial): the pongs counted at the last check, and when the count
+            // last grew.
+            let mut pongs: HashMap<u64, (u32, u64)> = HashMap::new();
+            loop {
+                let interval = {
+                    let Some(pool) = weak.upgrade() else { return };
+                    let keepalive = pool.inner.keepalive.lock().ok().and_then(|k| *k);
+                    match keepalive {
+                        Some(k) => {
+                            pool.keep_alive(k, &mut pongs);
+                            k.interval
+                        }
+                        None => Keepalive::default().interval,
+                    }
+                };
+                runtime.sleep(interval).await;
+            }
+        }));
+    }
+
+    /// One keepalive check: pings the links silent for `k.interval`, closes those silent for
+    /// `k.timeout`.
+    fn keep_alive(&self, k: Keepalive, pongs: &mut HashMap<u64, (u32, u64)>) {
+        let now = self.now_ms();
+        let links: Vec<(PeerId, u64, Arc<T::Connection>, u64)> = match self.inner.links.lock() {
+            Ok(l) => l
+                .iter()
+                .map(|(p, l)| {
+                    (
+                        *p,
+                        l.serial,
+                        Arc::clone(&l.conn),
+                        l.heard.load(Ordering::Acquire),
+                    )
+                })
+                .collect(),
+            Err(_) => return,
+        };
+        pongs.retain(|serial, _| links.iter().any(|l| l.1 == *serial));
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        for (peer, serial, conn, heard) in links {
+            let samples = conn.quality().samples;
+            let (seen, grew) = pongs.entry(serial).or_insert((samples, now));
+            if samples != *seen {
+                *seen = samples;
+                *grew = now;
+            }
+            let heard = if heard == HANDING_ON { now } else { heard };
+            let silent = now.saturating_sub(heard.max(*grew));
+            if silent >= ms(k.timeout) {
+                tracing::debug!(%peer, silent_ms = silent, "link silent: closed as dead");
+                self.forget(&peer, serial);
+                self.inner.runtime.spawn(Box::pin(async move {
+                    let _ = conn.close().await;
+                }));
+            } else if silent >= ms(k.interval) {
+                // Bounded: a ping stuck behind a full send queue is retried at the next check.
+                let (runtime, wait) = (self.inner.runtime.clone(), k.interval);
+                self.inner.runtime.spawn(Box::pin(async move {
+                    tokio::select! {
+                        _ = conn.ping() => {}
+                        () = runtime.sleep(wait) => {}
+                    }
+                }));
+            }
+        }
     }
 
     /// Reads `conn` until it fails or closes, then forgets it (if registered as `serial`) and
@@ -524,10 +655,11 @@ impl<T: Transport + 'static, R: Runtime> Pool<T, R> {
         conn: Arc<T::Connection>,
         serial: Option<u64>,
         address: Arc<Mutex<String>>,
+        heard: Arc<AtomicU64>,
     ) {
         let pool = self.clone();
         self.inner.runtime.spawn(Box::pin(async move {
-            pool.read(peer, &conn, &address).await;
+            pool.read(peer, &conn, &address, &heard).await;
             if let Some(serial) = serial {
                 pool.forget(&peer, serial);
             }
@@ -535,8 +667,15 @@ impl<T: Transport + 'static, R: Runtime> Pool<T, R> {
         }));
     }
 
-    async fn read(&self, peer: PeerId, conn: &T::Connection, address: &Mutex<String>) {
+    async fn read(
+        &self,
+        peer: PeerId,
+        conn: &T::Connection,
+        address: &Mutex<String>,
+        heard: &AtomicU64,
+    ) {
         while let Ok(frame) = conn.recv().await {
+            heard.store(self.now_ms(), Ordering::Release);
             if frame.protocol == ProtocolId::PEER {
                 match decode_peer_address(&frame.payload) {
                     Ok(a) if !a.is_empty() => {
@@ -569,7 +708,10 @@ impl<T: Transport + 'static, R: Runtime> Pool<T, R> {
                 address: address.lock().map(|a| a.clone()).unwrap_or_default(),
                 payload: frame.payload,
             };
-            if route.send(incoming).await.is_err() {
+            heard.store(HANDING_ON, Ordering::Release);
+            let handed = route.send(incoming).await;
+            heard.store(self.now_ms(), Ordering::Release);
+            if handed.is_err() {
                 self.inner.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }

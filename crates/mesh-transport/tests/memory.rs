@@ -155,9 +155,17 @@ async fn round_trip_time_is_measured_from_pings() {
     let reader = ca.clone();
     let alice_loop = tokio::spawn(async move { while reader.recv().await.is_ok() {} });
     assert_eq!(ca.quality().rtt, None);
-    for _ in 0..3 {
+    for n in 1..=3 {
         ca.ping().await.unwrap();
-        tokio::time::sleep(Duration::from_millis(60)).await;
+        // Each pong is counted once it is back (waited for, not slept on: a loaded machine
+        // may take longer than the round trip to run the loops).
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while ca.quality().samples < n {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("pong {n} never counted: {:?}", ca.quality()));
     }
     let q = ca.quality();
     assert_eq!(q.samples, 3, "{q:?}");

@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failure
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,7 +15,7 @@ use mesh_crypto::{Identity, PeerId};
 use mesh_platform::runtime::TokioRuntime;
 use mesh_transport::memory::{LinkConfig, MemoryConnection, MemoryNetwork, MemoryTransport};
 use mesh_transport::multi::Transports;
-use mesh_transport::pool::{Incoming, MAX_CONNECTIONS, Pool};
+use mesh_transport::pool::{Incoming, Keepalive, MAX_CONNECTIONS, Pool};
 use mesh_transport::{
     Connection, ConnectionQuality, Frame, ProtocolId, Transport, TransportError, TransportKind,
 };
@@ -472,15 +473,24 @@ async fn no_more_than_max_connections_links_are_kept() {
     assert_eq!(hub.connected().len(), MAX_CONNECTIONS);
 }
 
-/// A memory transport whose links report another kind (as WebRTC or BLE links would).
+/// A memory transport whose links report another kind (as WebRTC or BLE links would), and
+/// whose sends and pings vanish while `mute` is set (a path that died without a word).
 struct Kinded {
     inner: MemoryTransport<TokioRuntime>,
     kind: TransportKind,
+    mute: Arc<AtomicBool>,
 }
 
 struct KindedConn {
     inner: MemoryConnection<TokioRuntime>,
     kind: TransportKind,
+    mute: Arc<AtomicBool>,
+}
+
+impl KindedConn {
+    fn muted(&self) -> bool {
+        self.mute.load(Ordering::SeqCst)
+    }
 }
 
 #[async_trait]
@@ -495,6 +505,7 @@ impl Transport for Kinded {
         Ok(KindedConn {
             inner,
             kind: self.kind,
+            mute: Arc::clone(&self.mute),
         })
     }
     async fn accept(&self) -> Result<KindedConn, TransportError> {
@@ -502,6 +513,7 @@ impl Transport for Kinded {
         Ok(KindedConn {
             inner,
             kind: self.kind,
+            mute: Arc::clone(&self.mute),
         })
     }
 }
@@ -518,12 +530,18 @@ impl Connection for KindedConn {
         self.inner.quality()
     }
     async fn send(&self, frame: Frame) -> Result<(), TransportError> {
+        if self.muted() {
+            return Ok(());
+        }
         self.inner.send(frame).await
     }
     async fn recv(&self) -> Result<Frame, TransportError> {
         self.inner.recv().await
     }
     async fn ping(&self) -> Result<(), TransportError> {
+        if self.muted() {
+            return Ok(());
+        }
         self.inner.ping().await
     }
     async fn close(&self) -> Result<(), TransportError> {
@@ -557,10 +575,12 @@ async fn of_two_links_one_peer_dialed_over_different_transports_the_higher_kind_
             Kinded {
                 inner: lan.transport(Arc::clone(&x), "mem:x").unwrap(),
                 kind: TransportKind::WebRtc,
+                mute: Arc::default(),
             },
             Kinded {
                 inner: radio.transport(Arc::clone(&x), "ble:x").unwrap(),
                 kind: TransportKind::Ble,
+                mute: Arc::default(),
             },
             &["ble:"],
             &rt,
@@ -665,4 +685,71 @@ async fn frames_for_a_subscriber_that_went_away_are_counted_as_dropped() {
         format!("{px:?}"),
         "Pool { local_address: \"mem:x\", links: 1, .. }"
     );
+}
+
+#[tokio::test]
+async fn a_link_that_goes_silent_is_closed_and_an_idle_live_one_stays() {
+    let (net, [x, y]) = net_and_ids();
+    let mute = Arc::new(AtomicBool::new(false));
+    let kinded = |id: &Arc<Identity>, address: &str| {
+        let p = Pool::new(
+            Kinded {
+                inner: net.transport(Arc::clone(id), address).unwrap(),
+                kind: TransportKind::WebRtc,
+                mute: Arc::clone(&mute),
+            },
+            TokioRuntime::current(),
+            id.peer_id(),
+            address,
+        );
+        p.start_accepting();
+        p
+    };
+    let (px, py) = (kinded(&x, "mem:x"), kinded(&y, "mem:y"));
+    let quick = Keepalive {
+        interval: Duration::from_millis(50),
+        timeout: Duration::from_millis(300),
+    };
+    px.set_keepalive(Some(quick));
+    py.set_keepalive(Some(quick));
+    px.dial(y.peer_id(), "mem:y").await.unwrap();
+    eventually("the link on both sides", || {
+        py.connected() == vec![x.peer_id()]
+    })
+    .await;
+
+    // Idle for more than three timeouts, but alive: pinged, answered, kept.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(px.connected(), vec![y.peer_id()]);
+    assert_eq!(py.connected(), vec![x.peer_id()]);
+    let answered = px.connection(&y.peer_id()).unwrap().quality().samples;
+    assert!(answered >= 2, "{answered} pings answered");
+
+    // Keepalive off: a link gone silent stays listed.
+    px.set_keepalive(None);
+    py.set_keepalive(None);
+    mute.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(px.connected(), vec![y.peer_id()]);
+    assert_eq!(py.connected(), vec![x.peer_id()]);
+
+    // On: both sides close it as dead within a timeout (and a check), and say so.
+    let mut changes = px.watch_links();
+    changes.borrow_and_update();
+    px.set_keepalive(Some(quick));
+    py.set_keepalive(Some(quick));
+    eventually("both sides to close the silent link", || {
+        px.connected().is_empty() && py.connected().is_empty()
+    })
+    .await;
+    assert!(
+        changes.has_changed().unwrap(),
+        "the link's end was announced"
+    );
+
+    // The path back: the next send dials a new link.
+    mute.store(false, Ordering::SeqCst);
+    let mut y_dht = py.subscribe(ProtocolId::DHT);
+    px.send(y.peer_id(), "mem:y", f(7)).await.unwrap();
+    assert_eq!(next(&mut y_dht).await.payload, [7]);
 }

@@ -160,7 +160,14 @@ fn a_mesh_of_meshd_processes() {
         format!("relay:{relay_id}")
     );
     wait_for("dave to link to the relay", || dave.linked_to(&relay_id));
-    let out = ok(&a_dir, &["connect", &d_id]);
+    // Dave's address record may not be in the DHT yet when his link is up: Alice tries until
+    // her lookup finds it.
+    let mut out = String::new();
+    wait_for("alice to find and link to dave", || {
+        let o = meshd(&a_dir, &["connect", &d_id]);
+        out = String::from_utf8_lossy(&o.stdout).into_owned();
+        o.status.success()
+    });
     assert!(out.contains(&format!("relay:{relay_id}")), "{out}");
     assert!(alice.linked_to(&d_id));
     wait_for("dave to see the link", || dave.linked_to(&a_id));
