@@ -11,10 +11,14 @@
 //! (the DHT puts it in its contacts).
 //!
 //! Keepalive: a link silent for [`Keepalive::interval`] is pinged, and one from which nothing
-//! came (no frame, no pong) for [`Keepalive::timeout`] is closed as dead, so that a link whose
-//! other end went away without a word (its close lost, a half-open WebRTC connection, a radio
-//! out of range) does not look open for ever: the node dials again, and gossip pulls on the new
-//! link.
+//! came (no frame, no pong) for [`Keepalive::timeout`], with at least two pings unanswered, is
+//! closed as dead, so that a link whose other end went away without a word (its close lost, a
+//! half-open WebRTC connection, a radio out of range) does not look open for ever: the node
+//! dials again, and gossip pulls on the new link. Silence is only counted while checks run on
+//! time: after a gap (timers throttled in a hidden browser tab, a stalled runtime) every link
+//! starts afresh. A peer whose protocol stops reading for longer than the timeout, with our
+//! ping queued behind what we sent it, looks dead too: its link is closed and dialed again,
+//! which the protocols treat as loss.
 //!
 //! Limits: [`MAX_CONNECTIONS`] links (more incoming ones are closed at once);
 //! [`INCOMING_QUEUE`] frames waiting per protocol (a full queue stops reading the links that
@@ -42,21 +46,48 @@ pub const LOSER_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 /// When links are pinged and when a silent one is closed ([`Pool::set_keepalive`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Keepalive {
-    /// A link from which nothing came for this long is pinged (checked this often).
+    /// A link from which nothing came for this long is pinged (checked this often; at least
+    /// 10 ms).
     pub interval: Duration,
-    /// A link from which nothing came for this long (no frame, no pong) is closed as dead.
+    /// A link from which nothing (no frame, no pong) came for this long, and that left at
+    /// least two pings unanswered, is closed as dead (at least two intervals).
     pub timeout: Duration,
 }
 
 impl Default for Keepalive {
-    /// Pinged after 10 s of silence, closed after 45 s: four pings unanswered in a row, so a
-    /// lossy but live link survives (a lost ping is retried on the next check).
+    /// Pinged after 10 s of silence, closed after 45 s: about four pings unanswered in a row,
+    /// so a lossy but live link survives (a lost ping is retried at the next check).
     fn default() -> Self {
         Self {
             interval: Duration::from_secs(10),
             timeout: Duration::from_secs(45),
         }
     }
+}
+
+impl Keepalive {
+    /// Within its limits: an interval of at least 10 ms (no busy loop), a timeout of at least
+    /// two intervals (a link is pinged before it is judged).
+    fn checked(self) -> Self {
+        let interval = self.interval.max(Duration::from_millis(10));
+        Self {
+            interval,
+            timeout: self.timeout.max(interval * 2),
+        }
+    }
+}
+
+/// Pings a silent link must have left unanswered before it is closed as dead.
+const UNANSWERED: u32 = 2;
+
+/// What the keepalive task knows of one link.
+struct Watched {
+    /// The link's count of answered pings at the last check.
+    pongs: u32,
+    /// When it last showed it was alive (a frame, a pong, or when the task began watching).
+    alive_at: u64,
+    /// Pings sent since then.
+    pings: u32,
 }
 
 /// `Link::heard` while the link's reader waits to hand a frame on (backpressure): the link is
@@ -103,7 +134,7 @@ struct Inner<T: Transport, R: Runtime> {
     /// Bumped whenever a link comes up, goes down, or its peer's address becomes known.
     changes: watch::Sender<u64>,
     /// None: links are never pinged nor closed for silence.
-    keepalive: Mutex<Option<Keepalive>>,
+    keepalive: watch::Sender<Option<Keepalive>>,
     /// Whether the keepalive task runs (started with the first link).
     keeping_alive: AtomicBool,
 }
@@ -178,18 +209,19 @@ impl<T: Transport + 'static, R: Runtime> Pool<T, R> {
                 changes: watch::channel(0).0,
                 dropped: AtomicU64::new(0),
                 stopped: watch::channel(false).0,
-                keepalive: Mutex::new(Some(Keepalive::default())),
+                keepalive: watch::channel(Some(Keepalive::default())).0,
                 keeping_alive: AtomicBool::new(false),
             }),
         }
     }
 
-    /// Changes when links are pinged and closed for silence (default [`Keepalive::default`]);
-    /// `None` turns it off. Takes effect at the next check.
+    /// Changes when links are pinged and closed for silence (default [`Keepalive::default`];
+    /// values below its limits are raised to them); `None` turns it off. Takes effect at once,
+    /// and silence is counted afresh from then.
     pub fn set_keepalive(&self, keepalive: Option<Keepalive>) {
-        if let Ok(mut k) = self.inner.keepalive.lock() {
-            *k = keepalive;
-        }
+        self.inner
+            .keepalive
+            .send_replace(keepalive.map(Keepalive::checked));
     }
 
     /// The runtime the pool's tasks run on.
@@ -578,31 +610,54 @@ impl<T: Transport + 'static, R: Runtime> Pool<T, R> {
         }
         let weak = self.downgrade();
         let runtime = self.inner.runtime.clone();
+        let mut setting = self.inner.keepalive.subscribe();
         self.inner.runtime.spawn(Box::pin(async move {
-            // Per link (by serial): the pongs counted at the last check, and when the count
-            // last grew.
-            let mut pongs: HashMap<u64, (u32, u64)> = HashMap::new();
+            let mut watched: HashMap<u64, Watched> = HashMap::new();
+            let mut last_check = None;
             loop {
+                let current = *setting.borrow_and_update();
                 let interval = {
                     let Some(pool) = weak.upgrade() else { return };
-                    let keepalive = pool.inner.keepalive.lock().ok().and_then(|k| *k);
-                    match keepalive {
+                    match current {
                         Some(k) => {
-                            pool.keep_alive(k, &mut pongs);
+                            pool.keep_alive(k, &mut watched, &mut last_check);
                             k.interval
                         }
                         None => Keepalive::default().interval,
                     }
                 };
-                runtime.sleep(interval).await;
+                tokio::select! {
+                    () = runtime.sleep(interval) => {}
+                    changed = setting.changed() => {
+                        // Gone with the pool; otherwise silence counts afresh from the change.
+                        if changed.is_err() {
+                            return;
+                        }
+                        watched.clear();
+                        last_check = None;
+                    }
+                }
             }
         }));
     }
 
-    /// One keepalive check: pings the links silent for `k.interval`, closes those silent for
-    /// `k.timeout`.
-    fn keep_alive(&self, k: Keepalive, pongs: &mut HashMap<u64, (u32, u64)>) {
+    /// One keepalive check: pings the links silent for `k.interval`; closes those silent for
+    /// `k.timeout` that left [`UNANSWERED`] pings unanswered.
+    fn keep_alive(
+        &self,
+        k: Keepalive,
+        watched: &mut HashMap<u64, Watched>,
+        last_check: &mut Option<u64>,
+    ) {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let now = self.now_ms();
+        // A check long overdue (timers throttled, as in a hidden browser tab, or the runtime
+        // stalled): silence over a gap nobody watched proves nothing, so every link starts
+        // afresh.
+        if last_check.is_some_and(|t| now.saturating_sub(t) > 2 * ms(k.interval)) {
+            watched.clear();
+        }
+        *last_check = Some(now);
         let links: Vec<(PeerId, u64, Arc<T::Connection>, u64)> = match self.inner.links.lock() {
             Ok(l) => l
                 .iter()
@@ -617,24 +672,33 @@ impl<T: Transport + 'static, R: Runtime> Pool<T, R> {
                 .collect(),
             Err(_) => return,
         };
-        pongs.retain(|serial, _| links.iter().any(|l| l.1 == *serial));
-        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        watched.retain(|serial, _| links.iter().any(|l| l.1 == *serial));
         for (peer, serial, conn, heard) in links {
-            let samples = conn.quality().samples;
-            let (seen, grew) = pongs.entry(serial).or_insert((samples, now));
-            if samples != *seen {
-                *seen = samples;
-                *grew = now;
-            }
+            let pongs = conn.quality().samples;
             let heard = if heard == HANDING_ON { now } else { heard };
-            let silent = now.saturating_sub(heard.max(*grew));
-            if silent >= ms(k.timeout) {
-                tracing::debug!(%peer, silent_ms = silent, "link silent: closed as dead");
+            let w = watched.entry(serial).or_insert(Watched {
+                pongs,
+                alive_at: now,
+                pings: 0,
+            });
+            if pongs != w.pongs {
+                w.pongs = pongs;
+                w.alive_at = now;
+                w.pings = 0;
+            }
+            if heard > w.alive_at {
+                w.alive_at = heard;
+                w.pings = 0;
+            }
+            let silent = now.saturating_sub(w.alive_at);
+            if silent >= ms(k.timeout) && w.pings >= UNANSWERED {
+                tracing::debug!(%peer, silent_ms = silent, pings = w.pings, "link silent: closed as dead");
                 self.forget(&peer, serial);
                 self.inner.runtime.spawn(Box::pin(async move {
                     let _ = conn.close().await;
                 }));
             } else if silent >= ms(k.interval) {
+                w.pings += 1;
                 // Bounded: a ping stuck behind a full send queue is retried at the next check.
                 let (runtime, wait) = (self.inner.runtime.clone(), k.interval);
                 self.inner.runtime.spawn(Box::pin(async move {
@@ -725,5 +789,31 @@ fn kind_rank(kind: crate::TransportKind) -> u8 {
         crate::TransportKind::WebRtc => 2,
         crate::TransportKind::Ble => 1,
         _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_keepalive_below_its_limits_is_raised_to_them() {
+        let zero = Keepalive {
+            interval: Duration::ZERO,
+            timeout: Duration::ZERO,
+        };
+        assert_eq!(
+            zero.checked(),
+            Keepalive {
+                interval: Duration::from_millis(10),
+                timeout: Duration::from_millis(20),
+            }
+        );
+        let backwards = Keepalive {
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(5),
+        };
+        assert_eq!(backwards.checked().timeout, Duration::from_secs(20));
+        assert_eq!(Keepalive::default().checked(), Keepalive::default());
     }
 }
