@@ -72,7 +72,7 @@ impl Keepalive {
         let interval = self.interval.max(Duration::from_millis(10));
         Self {
             interval,
-            timeout: self.timeout.max(interval * 2),
+            timeout: self.timeout.max(interval.saturating_mul(2)),
         }
     }
 }
@@ -654,7 +654,7 @@ impl<T: Transport + 'static, R: Runtime> Pool<T, R> {
         // A check long overdue (timers throttled, as in a hidden browser tab, or the runtime
         // stalled): silence over a gap nobody watched proves nothing, so every link starts
         // afresh.
-        if last_check.is_some_and(|t| now.saturating_sub(t) > 2 * ms(k.interval)) {
+        if last_check.is_some_and(|t| now.saturating_sub(t) > ms(k.interval).saturating_mul(2)) {
             watched.clear();
         }
         *last_check = Some(now);
@@ -815,5 +815,11 @@ mod tests {
         };
         assert_eq!(backwards.checked().timeout, Duration::from_secs(20));
         assert_eq!(Keepalive::default().checked(), Keepalive::default());
+        // No overflow with the largest values.
+        let most = Keepalive {
+            interval: Duration::MAX,
+            timeout: Duration::ZERO,
+        };
+        assert_eq!(most.checked().timeout, Duration::MAX);
     }
 }
